@@ -1,0 +1,382 @@
+"""Typed run configuration: YAML -> nested dataclasses, with validation.
+
+Why a typed config: a typo in a YAML key (``recipe.slowstart_epochs``) would otherwise be silently
+ignored and the run would train with a default. Every key is therefore checked against the
+dataclass fields, every value against the field's type hint, and enumerated strings against their
+allowed choices; errors name the full dotted key.
+
+Adding a field: add an annotated attribute with a default to the right section dataclass. For an
+enumerated string, use ``choice("default", "a", "b", ...)`` as the default. For a new section, add
+a dataclass and a field on :class:`Config`; nothing else needs to change.
+
+Only ``yaml.safe_load`` is used, for files and for ``--set a.b=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "choice",
+    "DataConfig",
+    "ModelConfig",
+    "MethodConfig",
+    "RecipeConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "Config",
+    "load_config",
+    "apply_overrides",
+    "config_to_dict",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message names the dotted key."""
+
+
+def choice(default: Optional[str], *choices: str) -> Any:
+    """A dataclass field whose value must be one of ``choices`` (``None`` allowed iff default is None
+    or the type hint is Optional)."""
+    allowed = tuple(choices) if default is None or default in choices else (default, *choices)
+    return field(default=default, metadata={"choices": allowed})
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    """Dataset and loader settings (consumed by ``slimssl.data``)."""
+
+    dataset: str = "cifar10"
+    path: Optional[str] = None
+    image_size: int = 32
+    views: str = "mocov2_cifar"
+    train_fraction: float = 1.0
+    batch_size: int = 256
+    num_workers: int = 4
+    strict: bool = False
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and sub-network family."""
+
+    arch: str = "resnet18"
+    stem: str = choice("cifar", "cifar", "imagenet")
+    widths: list[float] = field(default_factory=lambda: [1.0, 0.75, 0.5, 0.25])
+    norm: str = choice("switchable", "switchable", "universal", "batch")
+    depths: Optional[list[list[int]]] = None
+    width_range: Optional[list[float]] = None
+
+
+@dataclass
+class MethodConfig:
+    """SSL framework and its heads."""
+
+    name: str = choice("mocov2", "mocov2", "mocov3", "byol", "simsiam", "simclr")
+    proj_hidden: Optional[int] = None
+    proj_dim: int = 128
+    pred_hidden: Optional[int] = None
+    queue_size: int = 4096
+    temperature: float = 0.2
+    momentum: float = 0.99
+    momentum_schedule: str = choice("constant", "constant", "cosine")
+
+
+@dataclass
+class RecipeConfig:
+    """How sub-networks are trained together (``slimssl.recipes``)."""
+
+    name: str = choice("slimclr", "slimclr", "dspnet", "us3l", "usnet", "snet", "individual")
+    slow_start_epochs: Optional[float] = None  # None = half the epochs (SlimCLR)
+    distill: str = choice("ce", "ce", "mse", "kl_emb", "none")
+    distill_temperature: float = 5.0
+    weights: str = choice("sum_others", "sum_others", "max_other", "proportional", "cumulative",
+                          "uniform")
+    num_sampled: int = 4
+    update_mode: str = choice("sum", "sum", "accumulate")
+    warmup_full_epochs: float = 0.0
+    dynamic_sampling: bool = False
+    group_reg: float = 0.0
+    group_reg_alpha: float = 0.05
+    group_reg_groups: int = 8
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule (``engine.optim``, ``engine.schedule``)."""
+
+    name: str = choice("sgd", "sgd", "lars")
+    lr: float = 0.06
+    lr_scaling: str = choice("linear", "linear", "none")  # linear: lr * batch / 256
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    lr_change_epoch: Optional[float] = None
+    lr_change_to: Optional[float] = None
+
+
+@dataclass
+class TrainConfig:
+    """Loop-level settings (``engine``)."""
+
+    epochs: int = 200
+    seed: int = 0
+    amp: str = choice("none", "none", "bf16", "fp16")
+    channels_last: bool = False
+    compile: bool = False
+    grad_accum: int = 1
+    log_every: int = 50
+    ckpt_every_epochs: int = 10
+    keep_checkpoints: int = 3
+    device: str = "auto"
+    deterministic: bool = False
+    tensorboard: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings (``slimssl.eval``)."""
+
+    knn_k: int = 200
+    knn_t: float = 0.1
+    knn_every_epochs: int = 0
+    linear_epochs: int = 100
+    linear_lr: float = 30.0
+    linear_milestones: list[int] = field(default_factory=lambda: [60, 80])
+    probe: str = choice("switchable", "switchable", "slimmable")
+    recalib_images: int = 2000
+
+
+@dataclass
+class Config:
+    """The whole run configuration."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out_dir: str = "runs/default"
+
+    @classmethod
+    def from_dict(cls, d: Optional[dict]) -> "Config":
+        """Build and validate a Config from a plain (YAML-like) dict; missing keys keep defaults."""
+        cfg = _build(cls, d or {}, "")
+        _validate_ranges(cfg)
+        return cfg
+
+    def to_dict(self) -> dict:
+        return config_to_dict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (arg,) = typing.get_args(tp) or (Any,)
+        return f"list[{_type_name(arg)}]"
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against type hint ``tp``; return it (ints widened to float where asked)."""
+
+    def bad() -> ConfigError:
+        return ConfigError(
+            f"config key '{key}': expected {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+        )
+
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise bad()
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, key)
+            except ConfigError:
+                continue
+        raise bad()
+    if origin is list:
+        (arg,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        try:
+            return [_coerce(arg, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        except ConfigError:
+            raise bad() from None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad()
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, dict):
+            return _build(tp, value, key + ".")
+        raise bad()
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise bad()
+
+
+def _unknown_key(cls: type, prefix: str, name: str) -> ConfigError:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    msg = f"unknown config key '{prefix}{name}'"
+    close = difflib.get_close_matches(str(name), valid, n=1)
+    if close:
+        msg += f" (did you mean '{prefix}{close[0]}'?)"
+    section = prefix.rstrip(".") or "<top level>"
+    msg += f"; valid keys of {section}: {', '.join(valid)}"
+    return ConfigError(msg)
+
+
+def _build(cls: type, d: Any, prefix: str) -> Any:
+    if not isinstance(d, dict):
+        where = prefix.rstrip(".") or "<top level>"
+        raise ConfigError(f"config section '{where}': expected a mapping, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in d.items():
+        if name not in fields:
+            raise _unknown_key(cls, prefix, name)
+        key = prefix + name
+        v = _coerce(hints[name], value, key)
+        choices = fields[name].metadata.get("choices")
+        if choices is not None and v is not None and v not in choices:
+            raise ConfigError(
+                f"config key '{key}': {v!r} is not one of {', '.join(map(repr, choices))}"
+            )
+        kwargs[name] = v
+    return cls(**kwargs)
+
+
+def _validate_ranges(cfg: Config) -> None:
+    """Cross-field checks that types cannot express."""
+    if any(not (0 < w <= 1) for w in cfg.model.widths):
+        raise ConfigError(f"config key 'model.widths': every width must be in (0, 1], got {cfg.model.widths}")
+    if cfg.model.width_range is not None:
+        wr = cfg.model.width_range
+        if len(wr) != 2 or not (0 < wr[0] <= wr[1] <= 1):
+            raise ConfigError(f"config key 'model.width_range': expected [w_min, w_max] in (0, 1], got {wr}")
+    if (cfg.optim.lr_change_epoch is None) != (cfg.optim.lr_change_to is None):
+        raise ConfigError("config keys 'optim.lr_change_epoch' and 'optim.lr_change_to' must be set together")
+    for key, v in [("train.epochs", cfg.train.epochs), ("data.batch_size", cfg.data.batch_size),
+                   ("train.keep_checkpoints", cfg.train.keep_checkpoints),
+                   ("train.grad_accum", cfg.train.grad_accum)]:
+        if v < 1:
+            raise ConfigError(f"config key '{key}': must be >= 1, got {v}")
+    if not (0.0 < cfg.data.train_fraction <= 1.0):
+        raise ConfigError(f"config key 'data.train_fraction': must be in (0, 1], got {cfg.data.train_fraction}")
+
+
+# --------------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------------
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b=value`` strings to a nested dict (in place; returned). Values are parsed with
+    ``yaml.safe_load`` so ``0.5`` is a float, ``[1, 0.5]`` a list, ``null`` None."""
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r}: expected KEY=VALUE, e.g. optim.lr=0.1")
+        key, raw = ov.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {ov!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {ov!r}: cannot parse value: {e}") from None
+        parts = key.split(".")
+        node = d
+        for i, p in enumerate(parts[:-1]):
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            elif not isinstance(nxt, dict):
+                raise ConfigError(f"override {ov!r}: '{'.'.join(parts[: i + 1])}' is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return d
+
+
+def load_config(path: Optional[str], overrides: Optional[list[str]] = None) -> Config:
+    """Load YAML at ``path`` (None: all defaults), apply ``overrides`` and validate."""
+    d: dict = {}
+    if path is not None:
+        text = Path(path).read_text()
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+        d = loaded
+    apply_overrides(d, list(overrides or []))
+    return Config.from_dict(d)
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain nested dict (lists, not tuples) that round-trips through ``Config.from_dict``."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (the run dir's record of exactly what ran)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,349 @@
+"""Linear probes on frozen features for all sub-networks, trained together in one pass.
+
+Two probe kinds:
+
+* ``"switchable"`` -- one ``nn.Linear(C_w, classes)`` per sub-network. SlimCLR (Zhao
+  et al., Sec. 3 and Appendix A) shows that a single shared linear layer generally
+  cannot realise the least-squares-optimal mapping for the full network and for a
+  sub-network at once, because the sub-network's features are not "compatible" with the
+  leading channels of the full features (their Eq. 23 fails on real features). So each
+  sub-network gets its own probe; this is SlimCLR's choice and our default.
+* ``"slimmable"`` -- ONE ``nn.Linear(C_max, classes)``; at width ``w`` only its leading
+  ``C_w`` input columns are used (the slimmable-network convention, Yu et al. 2019).
+  Kept for comparison (SlimCLR Table 3a) and for DSPNet-style evaluation.
+
+Options:
+
+* ``bn=True`` -- ``BatchNorm1d(C_w, affine=False)`` before the linear layer, as in DSPNet
+  (Wang et al.) / MAE-style probing: it standardises features whose scale differs per
+  width. The BN is always private to each sub-network (it has no learnable parameters,
+  only per-width running statistics), even for the slimmable probe.
+* ``distill=True`` -- probe distillation (SlimCLR, "online distillation ... when training
+  these linear layers", temperature 1.0): every sub-network probe is additionally
+  trained towards the full-width probe's softened predictions. The teacher logits are
+  detached, so the full-width probe learns only from labels.
+
+Also here: closed-form least squares helpers used to reproduce SlimCLR Appendix A.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Hashable, Literal, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "LinearProbes",
+    "distill_loss",
+    "probe_loss",
+    "fit_linear_probes",
+    "evaluate_probes",
+    "train_linear_probes",
+    "least_squares_fit",
+    "least_squares_residual",
+    "appendix_a_residuals",
+]
+
+ProbeKind = Literal["switchable", "slimmable"]
+
+
+class LinearProbes(nn.Module):
+    """Linear classifiers for several sub-networks, keyed like the feature dict.
+
+    ``dims`` maps a sub-network key (any hashable, e.g. a ``SubnetSpec``) to its feature
+    width ``C_w``. ``forward(feats)`` maps ``{key: (B, C_w)}`` to ``{key: (B, classes)}``.
+    """
+
+    def __init__(
+        self,
+        dims: Mapping[Hashable, int],
+        num_classes: int,
+        kind: ProbeKind = "switchable",
+        bn: bool = False,
+    ) -> None:
+        super().__init__()
+        if kind not in ("switchable", "slimmable"):
+            raise ValueError(f"unknown probe kind {kind!r}")
+        if not dims:
+            raise ValueError("dims must not be empty")
+        self.kind = kind
+        self.dims = {k: int(d) for k, d in dims.items()}
+        # nn.ModuleDict needs string names; keep an explicit key -> name map.
+        self._names = {k: f"p{i}" for i, k in enumerate(self.dims)}
+        self.norms = (
+            nn.ModuleDict({self._names[k]: nn.BatchNorm1d(d, affine=False) for k, d in self.dims.items()})
+            if bn
+            else None
+        )
+        if kind == "switchable":
+            self.heads = nn.ModuleDict(
+                {self._names[k]: nn.Linear(d, num_classes) for k, d in self.dims.items()}
+            )
+        else:
+            self.head = nn.Linear(max(self.dims.values()), num_classes)
+
+    @property
+    def keys(self) -> list[Hashable]:
+        return list(self.dims)
+
+    def forward_one(self, key: Hashable, x: torch.Tensor) -> torch.Tensor:
+        """Logits of sub-network ``key`` for its features ``x`` of shape (B, C_w)."""
+        d = self.dims[key]
+        if x.shape[1] != d:
+            raise ValueError(f"features for {key!r} have {x.shape[1]} dims, expected {d}")
+        name = self._names[key]
+        if self.norms is not None:
+            x = self.norms[name](x)
+        if self.kind == "switchable":
+            return self.heads[name](x)
+        return F.linear(x, self.head.weight[:, :d], self.head.bias)
+
+    def forward(self, feats: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        return {k: self.forward_one(k, x) for k, x in feats.items()}
+
+
+def distill_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    kind: Literal["kl", "ce"] = "kl",
+) -> torch.Tensor:
+    """Soft-target distillation loss (Hinton et al. 2015) with a DETACHED teacher.
+
+    ``"kl"``: ``T^2 * KL(softmax(t/T) || softmax(s/T))``; ``"ce"``: the soft-target cross
+    entropy, which differs from KL by the teacher entropy (same student gradient).
+    Averaged over the batch.
+    """
+    t = temperature
+    p_teacher = F.softmax(teacher_logits.detach() / t, dim=1)
+    log_p_student = F.log_softmax(student_logits / t, dim=1)
+    if kind == "kl":
+        loss = F.kl_div(log_p_student, p_teacher, reduction="batchmean")
+    elif kind == "ce":
+        loss = -(p_teacher * log_p_student).sum(1).mean()
+    else:
+        raise ValueError(f"unknown distillation kind {kind!r}")
+    return loss * (t * t)
+
+
+def probe_loss(
+    logits: Mapping[Hashable, torch.Tensor],
+    y: torch.Tensor,
+    teacher_key: Hashable | None = None,
+    distill: bool = False,
+    temperature: float = 1.0,
+    distill_kind: Literal["kl", "ce"] = "kl",
+    distill_weight: float = 1.0,
+) -> torch.Tensor:
+    """Sum over sub-networks of label cross entropy (+ distillation from ``teacher_key``).
+
+    Losses are summed, not averaged, as in slimmable-network training where every width
+    contributes its own full gradient.
+    """
+    total = sum(F.cross_entropy(z, y) for z in logits.values())
+    if distill:
+        if teacher_key is None:
+            raise ValueError("distill=True needs teacher_key")
+        teacher = logits[teacher_key].detach()
+        for k, z in logits.items():
+            if k != teacher_key:
+                total = total + distill_weight * distill_loss(z, teacher, temperature, distill_kind)
+    return total
+
+
+def _check_feats(feats: Mapping[Hashable, torch.Tensor], y: torch.Tensor) -> None:
+    if not feats:
+        raise ValueError("feature dict is empty")
+    for k, x in feats.items():
+        if x.ndim != 2 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"features for {k!r} must be (N, C) with N == len(labels)")
+
+
+def _cosine_factor(step: int, total: int, warmup: int) -> float:
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def fit_linear_probes(
+    feats_train: Mapping[Hashable, torch.Tensor],
+    y_train: torch.Tensor,
+    num_classes: int,
+    kind: ProbeKind = "switchable",
+    epochs: int = 100,
+    lr: float = 0.1,
+    batch_size: int | None = None,
+    optimizer: Literal["sgd", "adamw"] = "sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    warmup_epochs: int = 0,
+    bn: bool = False,
+    distill: bool = False,
+    distill_temperature: float = 1.0,
+    distill_kind: Literal["kl", "ce"] = "kl",
+    distill_weight: float = 1.0,
+    teacher_key: Hashable | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> LinearProbes:
+    """Train probes for all sub-networks jointly on cached features (fast mode).
+
+    Every step uses the SAME sample indices for every sub-network (the features are of
+    the same images), so distillation compares predictions on identical inputs.
+    ``batch_size=None`` means full batch. The learning rate follows a cosine schedule
+    over all steps (with optional linear warm-up). ``teacher_key`` defaults to the key
+    with the widest features (the full network).
+    """
+    _check_feats(feats_train, y_train)
+    dev = torch.device(device) if device is not None else next(iter(feats_train.values())).device
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # deterministic nn.Linear initialisation
+    dims = {k: x.shape[1] for k, x in feats_train.items()}
+    if teacher_key is None:
+        teacher_key = max(dims, key=lambda k: dims[k])
+    probes = LinearProbes(dims, num_classes, kind=kind, bn=bn).to(dev)
+    xs = {k: x.to(dev, dtype=torch.float32) for k, x in feats_train.items()}
+    y = y_train.to(dev, dtype=torch.long)
+    n = y.shape[0]
+    bs = n if batch_size is None else max(1, min(batch_size, n))
+    steps_per_epoch = math.ceil(n / bs)
+    total = max(1, epochs * steps_per_epoch)
+
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            probes.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(probes.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}")
+    warmup = warmup_epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_factor(s, total, warmup))
+
+    probes.train()
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen).to(dev) if bs < n else None
+        for start in range(0, n, bs):
+            idx = order[start : start + bs] if order is not None else None
+            batch = {k: (x if idx is None else x[idx]) for k, x in xs.items()}
+            yb = y if idx is None else y[idx]
+            loss = probe_loss(
+                probes(batch), yb, teacher_key, distill, distill_temperature, distill_kind, distill_weight
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    probes.eval()
+    return probes
+
+
+@torch.no_grad()
+def evaluate_probes(
+    probes: LinearProbes,
+    feats: Mapping[Hashable, torch.Tensor],
+    y: torch.Tensor,
+    batch_size: int = 8192,
+) -> dict[Hashable, dict[str, float]]:
+    """Top-1 / top-5 accuracy in percent per sub-network (top-5 capped at #classes)."""
+    _check_feats(feats, y)
+    was_training = probes.training
+    probes.eval()
+    dev = next(probes.parameters()).device
+    y = y.to(dev, dtype=torch.long)
+    results: dict[Hashable, dict[str, float]] = {}
+    for k, x in feats.items():
+        c1 = c5 = 0
+        for start in range(0, x.shape[0], batch_size):
+            z = probes.forward_one(k, x[start : start + batch_size].to(dev, dtype=torch.float32))
+            yb = y[start : start + batch_size]
+            top = z.topk(min(5, z.shape[1]), dim=1).indices
+            c1 += int((top[:, 0] == yb).sum())
+            c5 += int((top == yb[:, None]).any(1).sum())
+        n = max(1, x.shape[0])
+        results[k] = {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n}
+    probes.train(was_training)
+    return results
+
+
+def train_linear_probes(
+    feats_train: Mapping[Hashable, torch.Tensor],
+    y_train: torch.Tensor,
+    feats_test: Mapping[Hashable, torch.Tensor],
+    y_test: torch.Tensor,
+    num_classes: int,
+    kind: ProbeKind = "switchable",
+    epochs: int = 100,
+    lr: float = 0.1,
+    **kwargs,
+) -> dict[Hashable, dict[str, float]]:
+    """Fit probes on ``feats_train`` and report ``{key: {"top1", "top5"}}`` on ``feats_test``.
+
+    ``kwargs`` go to :func:`fit_linear_probes` (batch_size, optimizer, bn, distill, ...).
+    """
+    if set(feats_train) != set(feats_test):
+        raise ValueError("train and test feature dicts must have the same keys")
+    probes = fit_linear_probes(feats_train, y_train, num_classes, kind, epochs, lr, **kwargs)
+    return evaluate_probes(probes, feats_test, y_test)
+
+
+# --- closed-form least squares (SlimCLR Appendix A) --------------------------------
+
+
+def least_squares_fit(X: torch.Tensor, Y: torch.Tensor, ridge: float = 0.0) -> torch.Tensor:
+    """``argmin_W ||X W - Y||^2 + ridge ||W||^2`` in float64.
+
+    ``ridge=0`` uses ``torch.linalg.lstsq`` (minimum-norm, robust to rank deficiency);
+    otherwise the normal equations ``(X^T X + ridge I) W = X^T Y`` are solved.
+    """
+    X = X.double()
+    Y = Y.double()
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if ridge > 0:
+        A = X.T @ X + ridge * torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
+        return torch.linalg.solve(A, X.T @ Y)
+    return torch.linalg.lstsq(X.cpu(), Y.cpu()).solution.to(X.device)
+
+
+def least_squares_residual(X: torch.Tensor, Y: torch.Tensor, ridge: float = 0.0) -> float:
+    """Sum of squared residuals ``||X W* - Y||_F^2`` of the (ridge) least-squares fit."""
+    W = least_squares_fit(X, Y, ridge)
+    Yd = Y.double()
+    if Yd.ndim == 1:
+        Yd = Yd[:, None]
+    return float(((X.double() @ W - Yd) ** 2).sum())
+
+
+def appendix_a_residuals(
+    x_full: torch.Tensor, x_small: torch.Tensor, y: torch.Tensor, ridge: float = 0.0
+) -> dict[str, float]:
+    """Shared (slimmable) vs separate (switchable) linear least-squares residuals.
+
+    SlimCLR Appendix A: with one slimmable linear layer ``theta = [theta11; theta21]``,
+    the full network predicts ``x_full @ theta`` and the sub-network ``x_small @ theta11``
+    with the SAME ``theta11``. Stacking both problems gives one regression
+    ``[[x_small, 0], [x_full]] @ theta ~ [y; y]``. Separate probes solve each problem on
+    its own. ``shared >= separate`` always; they are equal only when the full problem's
+    optimal ``theta11`` coincides with the sub-network's optimum (their Eq. 23), which
+    contrastive slimmable features do not satisfy in practice.
+    """
+    n, d = x_full.shape
+    d1 = x_small.shape[1]
+    if d1 > d or x_small.shape[0] != n:
+        raise ValueError("x_small must be (N, d1) with d1 <= x_full's width")
+    pad = torch.zeros(n, d - d1, dtype=x_small.dtype, device=x_small.device)
+    stacked_x = torch.cat([torch.cat([x_small, pad], 1), x_full.to(x_small.dtype)], 0)
+    stacked_y = torch.cat([y, y], 0)
+    sep_full = least_squares_residual(x_full, y, ridge)
+    sep_small = least_squares_residual(x_small, y, ridge)
+    return {
+        "shared": least_squares_residual(stacked_x, stacked_y, ridge),
+        "separate_full": sep_full,
+        "separate_small": sep_small,
+        "separate": sep_full + sep_small,
+    }

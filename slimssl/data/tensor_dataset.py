@@ -37,7 +37,7 @@ def channel_mean_std(images: torch.Tensor, chunk: int = 4096) -> tuple[list[floa
     return [float(v) for v in mean], [float(v) for v in std]
 
 
-@dataclass
+@dataclass(eq=False)
 class ImageTensorDataset(torch.utils.data.Dataset):
     """Images as ``uint8`` ``(N, 3, H, W)``; ``labels`` a ``LongTensor`` ``(N,)`` or None.
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ __all__ = [
     "config_to_dict",
     "save_config",
 ]
+
+
+_SCI_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 class ConfigError(ValueError):
@@ -97,6 +101,7 @@ class MethodConfig:
     temperature: float = 0.2
     momentum: float = 0.99
     momentum_schedule: str = choice("constant", "constant", "cosine")
+    bn_splits: int = 1  # MoCo v2 split-BN groups within one process (1 = off)
 
 
 @dataclass
@@ -145,6 +150,7 @@ class TrainConfig:
     grad_accum: int = 1
     log_every: int = 50
     ckpt_every_epochs: int = 10
+    ckpt_every_steps: int = 0  # 0 = off; extra mid-epoch checkpoints for long epochs
     keep_checkpoints: int = 3
     device: str = "auto"
     deterministic: bool = False
@@ -163,6 +169,7 @@ class EvalConfig:
     linear_milestones: list[int] = field(default_factory=lambda: [60, 80])
     probe: str = choice("switchable", "switchable", "slimmable")
     recalib_images: int = 2000
+    random_init_baseline: bool = False  # also report kNN of a randomly initialised network
 
 
 @dataclass
@@ -250,6 +257,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _SCI_FLOAT.match(value.strip()):
+            # PyYAML (YAML 1.1) reads "1e-4" (no dot) as a string; accept it for float fields
+            return float(value)
         raise bad()
     if tp is str:
         if isinstance(value, str):
@@ -309,6 +319,7 @@ def _validate_ranges(cfg: Config) -> None:
     if (cfg.optim.lr_change_epoch is None) != (cfg.optim.lr_change_to is None):
         raise ConfigError("config keys 'optim.lr_change_epoch' and 'optim.lr_change_to' must be set together")
     for key, v in [("train.epochs", cfg.train.epochs), ("data.batch_size", cfg.data.batch_size),
+                   ("method.bn_splits", cfg.method.bn_splits),
                    ("train.keep_checkpoints", cfg.train.keep_checkpoints),
                    ("train.grad_accum", cfg.train.grad_accum)]:
         if v < 1:

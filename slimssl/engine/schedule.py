@@ -15,7 +15,7 @@ gets exactly the same schedule as an uninterrupted one without saving any schedu
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 

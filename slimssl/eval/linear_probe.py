@@ -201,11 +201,12 @@ def fit_linear_probes(
     _check_feats(feats_train, y_train)
     dev = torch.device(device) if device is not None else next(iter(feats_train.values())).device
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # deterministic nn.Linear initialisation
     dims = {k: x.shape[1] for k, x in feats_train.items()}
     if teacher_key is None:
         teacher_key = max(dims, key=lambda k: dims[k])
-    probes = LinearProbes(dims, num_classes, kind=kind, bn=bn).to(dev)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG
+        torch.manual_seed(seed)
+        probes = LinearProbes(dims, num_classes, kind=kind, bn=bn).to(dev)
     xs = {k: x.to(dev, dtype=torch.float32) for k, x in feats_train.items()}
     y = y_train.to(dev, dtype=torch.long)
     n = y.shape[0]

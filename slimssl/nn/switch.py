@@ -61,7 +61,10 @@ class SlimmableModel(nn.Module):
 
     @property
     def full_spec(self) -> SubnetSpec:
-        return SubnetSpec(1.0, self.stage_depths)
+        """The largest member (width ``widths[0]``: 1.0, or the one width of an individual
+        network built with ``widths=[w]``)."""
+        return SubnetSpec(self.widths[0] if self.norm_mode == "switchable"
+                          else self.width_range[1], self.stage_depths)
 
     @property
     def smallest_spec(self) -> SubnetSpec:

@@ -70,6 +70,7 @@ def contrastive_logit_distillation(
         ``(softmax(s/tau2) - softmax(t/tau2)) / tau2 / B`` (times ``tau2**2`` if scaled).
 
     Example:
+        >>> import torch
         >>> s, t = torch.randn(4, 17), torch.randn(4, 17)
         >>> loss = contrastive_logit_distillation(s, t, tau2=5.0)
     """
@@ -92,6 +93,7 @@ def mse_embedding_distillation(q_student: Tensor, q_teacher: Tensor) -> Tensor:
     on logits: any two equal-shape tensors work).
 
     Example:
+        >>> import torch
         >>> mse_embedding_distillation(torch.zeros(1, 2), torch.ones(1, 2))
         tensor(1.)
     """
@@ -113,6 +115,7 @@ def kl_embedding_distillation(
     two embeddings agree; its gradient equals that of the cross-entropy form.
 
     Example:
+        >>> import torch
         >>> kl_embedding_distillation(torch.ones(1, 3), torch.ones(1, 3))
         tensor(0.)
     """
@@ -165,4 +168,6 @@ def distillation_loss(
         return kl_embedding_distillation(
             q_student, q_teacher, tau=tau2, scale_by_tau_sq=scale_by_tau_sq
         )
-    raise ValueError(f"unknown distillation kind {kind!r}; expected 'ce', 'mse', 'kl_emb' or 'none'")
+    raise ValueError(
+        f"unknown distillation kind {kind!r}; expected 'ce', 'mse', 'kl_emb' or 'none'"
+    )

@@ -13,7 +13,7 @@ from typing import Literal
 
 from torch import Tensor
 
-__all__ = ["WeightScheme", "loss_weights", "combine_losses"]
+__all__ = ["WeightScheme", "loss_weights", "weighted_term", "combine_losses"]
 
 WeightScheme = Literal["sum_others", "max_other", "proportional", "cumulative", "uniform"]
 
@@ -74,6 +74,28 @@ def loss_weights(widths: Sequence[float], scheme: WeightScheme = "sum_others") -
     )
 
 
+def weighted_term(
+    index: int, weight: float, base_loss: Tensor, distill_loss: Tensor | None
+) -> Tensor:
+    """One member's term of SlimCLR Eq. 7 (for per-sub-network backward / accumulation).
+
+    * ``index == 0`` (the full network): ``weight * L_1``; ``distill_loss`` must be ``None``.
+    * ``index >= 1`` with a distillation loss: ``weight * (L_i + L_p,i) / 2``.
+    * ``index >= 1`` without (``None``): ``weight * L_i`` (not halved; see :func:`combine_losses`).
+
+    Summing ``weighted_term`` over all members equals :func:`combine_losses`.
+    """
+    if index < 0:
+        raise ValueError(f"index must be >= 0, got {index}")
+    if index == 0:
+        if distill_loss is not None:
+            raise ValueError("the full network (index 0) has no distillation term")
+        return weight * base_loss
+    if distill_loss is None:
+        return weight * base_loss
+    return weight * (base_loss + distill_loss) / 2.0
+
+
 def combine_losses(
     widths: Sequence[float],
     base_losses: Sequence[Tensor],
@@ -110,11 +132,8 @@ def combine_losses(
             f"distill_losses must have one entry per sub-network ({n - 1}), "
             f"got {len(distill_losses)}"
         )
-    total = base_losses[0] * weights[0]
+    total = weighted_term(0, weights[0], base_losses[0], None)
     for i in range(1, n):
         d = None if distill_losses is None else distill_losses[i - 1]
-        if d is None:
-            total = total + weights[i] * base_losses[i]
-        else:
-            total = total + weights[i] * (base_losses[i] + d) / 2.0
+        total = total + weighted_term(i, weights[i], base_losses[i], d)
     return total

@@ -1,0 +1,159 @@
+"""Batch iteration that yields ``(uint8 images (B, 3, H, W), labels | None)``.
+
+In-memory datasets are indexed directly (no per-item Python, no workers): one random
+permutation per epoch from a seeded generator, optional sharding over DDP ranks with the same
+permutation on every rank. Streaming datasets go through a DataLoader with workers. Either way
+the batch is then augmented on the target device by :mod:`slimssl.data.views`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from slimssl.data.errors import DataError
+from slimssl.data.folder import StreamingImageFolder
+from slimssl.data.tensor_dataset import ImageTensorDataset
+
+Batch = tuple[torch.Tensor, torch.Tensor | None]
+
+
+class TensorBatchLoader:
+    """Seeded, shardable batch iterator over an :class:`ImageTensorDataset`.
+
+    Epoch ``e`` uses permutation ``randperm(N, seed + e)``; rank ``r`` of ``world_size`` takes
+    every ``world_size``-th item (padded by wrap-around so every rank has the same number of
+    batches, as DistributedSampler does). Call :meth:`set_epoch` before each epoch.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageTensorDataset,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} outside world_size {world_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.device = torch.device(device) if device is not None else None
+        self.epoch = 0
+        if drop_last and self._per_rank() < batch_size:
+            raise DataError(
+                f"dataset '{dataset.source}' has {len(dataset)} images, fewer than one batch of "
+                f"{batch_size} per rank; lower batch_size or pass drop_last=False"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch`` (same on every rank)."""
+        self.epoch = epoch
+
+    def _per_rank(self) -> int:
+        return -(-len(self.dataset) // self.world_size)
+
+    def __len__(self) -> int:
+        n = self._per_rank()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.dataset)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            idx = torch.randperm(n, generator=g)
+        else:
+            idx = torch.arange(n)
+        total = self._per_rank() * self.world_size
+        if total > n:
+            idx = torch.cat([idx, idx[: total - n]])
+        return idx[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[Batch]:
+        idx = self._indices()
+        images, labels = self.dataset.images, self.dataset.labels
+        for b in range(len(self)):
+            sel = idx[b * self.batch_size : (b + 1) * self.batch_size]
+            x = images[sel]
+            y = None if labels is None else labels[sel]
+            if self.device is not None and self.device.type != "cpu":
+                x = x.pin_memory().to(self.device, non_blocking=True)
+                y = None if y is None else y.to(self.device, non_blocking=True)
+            yield x, y
+
+
+class StreamingBatchLoader:
+    """DataLoader over a :class:`StreamingImageFolder` yielding ``(uint8, labels | None)``."""
+
+    def __init__(
+        self,
+        dataset: StreamingImageFolder,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 4,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.device = torch.device(device) if device is not None else None
+        self.sampler = torch.utils.data.DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
+        )
+        self.loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            drop_last=drop_last,
+            num_workers=num_workers,
+            pin_memory=self.device is not None and self.device.type == "cuda",
+            persistent_workers=num_workers > 0,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        unlabeled = self.dataset.labels is None
+        for x, y in self.loader:
+            if self.device is not None and self.device.type != "cpu":
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
+            yield x, (None if unlabeled else y)
+
+
+def make_loader(
+    dataset: ImageTensorDataset | StreamingImageFolder,
+    batch_size: int,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 4,
+    device: torch.device | str | None = None,
+) -> TensorBatchLoader | StreamingBatchLoader:
+    """The right batch loader for ``dataset``; both have ``set_epoch`` and ``__len__``."""
+    if isinstance(dataset, ImageTensorDataset):
+        return TensorBatchLoader(dataset, batch_size, shuffle, drop_last, seed, rank, world_size, device)
+    if isinstance(dataset, StreamingImageFolder):
+        return StreamingBatchLoader(
+            dataset, batch_size, shuffle, drop_last, seed, rank, world_size, num_workers, device
+        )
+    raise DataError(f"make_loader needs an ImageTensorDataset or StreamingImageFolder, got {type(dataset).__name__}")

@@ -1,0 +1,69 @@
+"""Config -> backbone, method and recipe. The only place that maps names to classes."""
+
+from __future__ import annotations
+
+from slimssl.engine.config import Config, ConfigError
+from slimssl.methods.base import SSLMethod
+from slimssl.methods.mocov2 import MoCoV2
+from slimssl.methods.mocov3 import MoCoV3
+from slimssl.models.registry import create
+from slimssl.nn.spec import SubnetSpec
+from slimssl.nn.switch import SlimmableModel
+from slimssl.recipes.base import Recipe
+from slimssl.recipes.slimclr import SlimCLR, individual, naive
+
+
+def build_backbone(cfg: Config) -> SlimmableModel:
+    m = cfg.model
+    kwargs = dict(widths=m.widths, norm=m.norm, stem=m.stem, num_classes=0)
+    if m.width_range is not None:
+        kwargs["width_range"] = tuple(m.width_range)
+    if m.depths is not None:
+        kwargs["depth_choices"] = m.depths
+    if cfg.recipe.name == "individual" and len(m.widths) != 1:
+        raise ConfigError(f"recipe 'individual' trains one network: give exactly one width in "
+                          f"model.widths, got {m.widths}")
+    return create(m.arch, **kwargs)
+
+
+def build_method(cfg: Config, backbone: SlimmableModel) -> SSLMethod:
+    m = cfg.method
+    if m.name == "mocov2":
+        return MoCoV2(backbone, m.proj_hidden, m.proj_dim, m.queue_size, m.temperature,
+                      bn_splits=m.bn_splits)
+    if m.name == "mocov3":
+        return MoCoV3(backbone, m.proj_hidden or 4096, m.proj_dim, m.pred_hidden or 4096,
+                      m.temperature)
+    raise NotImplementedError(
+        f"method {m.name!r} is not implemented yet (available: mocov2, mocov3); BYOL, SimSiam "
+        "and SimCLR arrive with the DSPNet/US3L recipes")
+
+
+def build_recipe(cfg: Config, model: SlimmableModel) -> Recipe:
+    r = cfg.recipe
+    family = model.family()
+    if r.name == "slimclr":
+        slow = cfg.train.epochs / 2 if r.slow_start_epochs is None else r.slow_start_epochs
+        return SlimCLR(family, slow, r.distill, r.distill_temperature, r.weights)
+    if r.name in ("snet", "usnet") and model.norm_mode == "switchable":
+        return naive(family)
+    if r.name == "individual":
+        return individual(SubnetSpec(model.widths[0], model.stage_depths))
+    raise NotImplementedError(
+        f"recipe {r.name!r} is not implemented yet (available: slimclr, snet, individual)")
+
+
+def load_pretrained(path: str, map_location: str = "cpu") -> tuple[Config, SSLMethod]:
+    """Rebuild a pre-trained method (online + target) from a run dir or a checkpoint file.
+
+    The config travels inside the checkpoint, so no other file is needed; loading uses
+    ``weights_only=True`` (no pickle code can run).
+    """
+    from slimssl.engine.checkpoint import check_state_dict_compatible, resolve_resume
+
+    _, ckpt = resolve_resume(path, map_location)
+    cfg = Config.from_dict(ckpt["config"])
+    method = build_method(cfg, build_backbone(cfg))
+    check_state_dict_compatible(method.state_dict(), ckpt["method"], "model")
+    method.load_state_dict(ckpt["method"])
+    return cfg, method.eval()

@@ -1,0 +1,266 @@
+"""The one training loop every recipe runs through (DESIGN.md sec. 1, 4, 7).
+
+Per iteration: two augmented views of a uint8 batch (augmented on the training device), the
+full-width target once, then each sub-network the recipe samples (largest first; its detached
+output is the online teacher of the others), one optimizer step, the EMA update, the method's
+end-of-iteration hook (MoCo's enqueue). The update mode is explicit and logged:
+
+* ``sum``: the per-sub-network terms are summed and back-propagated once (SlimCLR's code);
+* ``accumulate``: one backward per sub-network, one optimizer step (memory of one network;
+  DSPNet).
+
+Both give the same gradient. Under ``torchrun`` gradients are averaged across ranks by one
+all-reduce per step (instead of DDP hooks, which do not fit several forwards of one module at
+different widths before a backward), and sampling is identical on every rank because every
+sampler is seeded only by the config seed.
+
+Resume is exact: the data order is a pure function of (seed, epoch), the step's position in the
+epoch is saved, and so are every RNG stream, the optimizer, the scaler and the method's state
+(queue included).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from slimssl.data import load_dataset, make_loader, make_views
+from slimssl.dist import DistInfo, get_world_size, init_distributed, is_dist, is_main
+from slimssl.engine.build import build_backbone, build_method, build_recipe
+from slimssl.engine.checkpoint import (capture_rng_state, check_state_dict_compatible,
+                                       resolve_resume, restore_rng_state, save_checkpoint)
+from slimssl.engine.config import Config, config_to_dict, save_config
+from slimssl.engine.ema import ema_update_
+from slimssl.engine.logging import MetricsLogger
+from slimssl.engine.optim import build_optimizer
+from slimssl.engine.progress import Progress
+from slimssl.engine.schedule import build_lr_schedule, momentum_schedule, set_lr
+from slimssl.engine.seeding import derive_seed, seed_everything
+from slimssl.methods.base import SubnetOutput
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN/Inf; names the step, the sub-network and the term."""
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _detached(out: SubnetOutput) -> SubnetOutput:
+    return SubnetOutput(out.loss.detach(),
+                        None if out.similarities is None else out.similarities.detach(),
+                        out.embedding.detach())
+
+
+class Trainer:
+    """Builds everything from a :class:`Config` and trains; ``fit()`` returns the history."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path, resume: str | None = None,
+                 progress: str = "auto") -> None:
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.dist: DistInfo = init_distributed(cfg.train.device)
+        self.device = self.dist.device
+        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        self.progress_mode = progress
+
+        d = cfg.data
+        self.train_set = load_dataset(d.path, "train", d.image_size, seed=cfg.train.seed,
+                                      strict=d.strict, cache_dir=d.cache_dir)
+        self.loader = make_loader(self.train_set, d.batch_size, shuffle=True, drop_last=True,
+                                  seed=cfg.train.seed, rank=self.dist.rank,
+                                  world_size=self.dist.world_size, num_workers=d.num_workers,
+                                  device=self.device)
+        self.views = make_views(d.views, d.image_size, self.train_set.mean, self.train_set.std)
+        self.aug_generator = torch.Generator(device=self.device)
+        self.aug_generator.manual_seed(derive_seed(cfg.train.seed, self.dist.rank, 7))
+
+        self.backbone = build_backbone(cfg)
+        self.method = build_method(cfg, self.backbone).to(self.device)
+        if cfg.train.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        self.recipe = build_recipe(cfg, self.backbone)
+        self.optimizer = build_optimizer(self.method.online, cfg.optim.name, cfg.optim.lr,
+                                         cfg.optim.weight_decay, cfg.optim.momentum)
+        self.steps_per_epoch = len(self.loader)
+        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        global_batch = d.batch_size * self.dist.world_size
+        self.lr_at = build_lr_schedule(cfg.optim, global_batch, self.steps_per_epoch,
+                                       cfg.train.epochs)
+        amp = cfg.train.amp if self.device.type == "cuda" else "none"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+        if cfg.train.compile:
+            self.method.online.compile()  # in place: keeps .subnet() and state_dict keys
+        self.state = TrainState()
+        self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.train.tensorboard)
+        if is_main():
+            save_config(cfg, self.run_dir / "config.yaml")
+        if resume:
+            self._resume(resume)
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": "slimssl-checkpoint-v1",
+            "config": config_to_dict(self.cfg),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "recipe": self.recipe.state_dict(),
+            "aug_generator": self.aug_generator.get_state(),
+            "rng": capture_rng_state(),
+            "epoch": self.state.epoch,
+            "step_in_epoch": self.state.step_in_epoch,
+            "global_step": self.state.global_step,
+        }
+
+    def save(self) -> Path | None:
+        if not is_main():
+            return None
+        return save_checkpoint(self.run_dir / "checkpoints", self.state_dict(),
+                                self.state.epoch, self.state.global_step,
+                                keep=self.cfg.train.keep_checkpoints)
+
+    def _resume(self, resume: str) -> None:
+        source = self.run_dir / "checkpoints" if resume == "auto" else Path(resume)
+        path, ckpt = resolve_resume(source)
+        check_state_dict_compatible(self.method.state_dict(), ckpt["method"], "model")
+        self.method.load_state_dict(ckpt["method"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.recipe.load_state_dict(ckpt["recipe"])
+        self.aug_generator.set_state(ckpt["aug_generator"])
+        restore_rng_state(ckpt["rng"])
+        self.state = TrainState(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"])
+        self.logger.drop_after(self.state.global_step)
+        if is_main():
+            print(f"resumed from {path} (epoch {self.state.epoch}, step {self.state.global_step})")
+
+    # ---------------------------------------------------------------- the step
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype,
+                              enabled=self.amp_dtype is not None)
+
+    def _check_finite(self, value: torch.Tensor, spec_label: str, term: str) -> None:
+        if not torch.isfinite(value).all():
+            raise NonFiniteLossError(
+                f"non-finite {term} ({value.item()}) at step {self.state.global_step} "
+                f"(epoch {self.state.epoch}) for sub-network {spec_label}; the last good "
+                f"checkpoint is in {self.run_dir / 'checkpoints'} — lower the learning rate or "
+                "use amp=bf16 instead of fp16")
+
+    def _sync_gradients(self) -> None:
+        if not (is_dist() and get_world_size() > 1):
+            return
+        grads = [p.grad for p in self.method.online.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= get_world_size()
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def train_step(self, images: torch.Tensor, epoch_f: float) -> dict[str, float]:
+        cfg, method, recipe = self.cfg, self.method, self.recipe
+        lr = self.lr_at(self.state.global_step)
+        set_lr(self.optimizer, lr)
+        method.train()
+        views = self.views(images.to(self.device, non_blocking=True), self.aug_generator)
+        if cfg.train.channels_last:
+            views = tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
+        with self._autocast():
+            target = method.target_forward(views)
+        specs = recipe.sample(epoch_f)
+        accumulate = cfg.recipe.update_mode == "accumulate"
+        teacher: SubnetOutput | None = None
+        total = None
+        logs: dict[str, torch.Tensor] = {}
+        for i, spec in enumerate(specs):
+            with self._autocast():
+                out = method.subnet_forward(views, spec, target)
+                term = recipe.subnet_loss(i, specs, out, teacher)
+            self._check_finite(term, spec.label, "loss term")
+            logs[f"loss/{spec.label}"] = out.loss.detach()
+            logs[f"std/{spec.label}"] = out.embedding.detach().float().std(0).mean()
+            if i == 0:
+                teacher = _detached(out)
+            if accumulate:
+                self.scaler.scale(term).backward()
+                total = term.detach() if total is None else total + term.detach()
+            else:
+                total = term if total is None else total + term
+        reg = recipe.regularization(method.online, epoch_f)
+        if reg is not None:
+            total = total + reg
+            logs["loss/reg"] = reg.detach()
+        if not accumulate:
+            self.scaler.scale(total).backward()
+        elif reg is not None:
+            self.scaler.scale(reg).backward()
+        self._sync_gradients()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        m = momentum_schedule(self.state.global_step, self.total_steps, cfg.method.momentum,
+                              cfg.method.momentum_schedule)
+        for target_part, online_part in method.ema_pairs():
+            ema_update_(target_part, online_part, m)
+        method.end_iteration(target)
+        logs["loss"] = total.detach()
+        out_logs = {k: float(v) for k, v in logs.items()}
+        out_logs.update(lr=lr, momentum=m, num_subnets=len(specs))
+        return out_logs
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> list[dict[str, Any]]:
+        cfg, st = self.cfg, self.state
+        if is_main():
+            print(f"slimssl: {cfg.recipe.name}/{cfg.method.name} on {cfg.model.arch} widths "
+                  f"{list(self.backbone.widths)} | update mode: {cfg.recipe.update_mode} | "
+                  f"{len(self.train_set)} images, {self.steps_per_epoch} steps/epoch, "
+                  f"{cfg.train.epochs} epochs | device {self.device} x{self.dist.world_size}")
+        progress = Progress(self.total_steps, desc="pretrain", initial=st.global_step,
+                            print_every=cfg.train.log_every, mode=self.progress_mode)
+        batch = cfg.data.batch_size * self.dist.world_size
+        epoch_losses: list[float] = []
+        while st.epoch < cfg.train.epochs:
+            self.loader.set_epoch(st.epoch)
+            t0 = time.perf_counter()
+            for i, (images, _) in enumerate(self.loader):
+                if i < st.step_in_epoch:
+                    continue  # resumed mid-epoch: this batch was already trained on
+                logs = self.train_step(images, st.epoch + i / self.steps_per_epoch)
+                st.global_step += 1
+                st.step_in_epoch = i + 1
+                epoch_losses.append(logs["loss"])
+                progress.update(1, images=batch, loss=f"{logs['loss']:.3f}", lr=f"{logs['lr']:.3g}")
+                if st.global_step % cfg.train.log_every == 0 or st.global_step == 1:
+                    self.logger.log(logs, st.global_step, st.epoch + (i + 1) / self.steps_per_epoch)
+                if cfg.train.ckpt_every_steps and st.global_step % cfg.train.ckpt_every_steps == 0:
+                    self.save()
+            st.epoch += 1
+            st.step_in_epoch = 0
+            summary = {"loss": sum(epoch_losses) / max(len(epoch_losses), 1),
+                       "epoch_time_s": time.perf_counter() - t0}
+            epoch_losses = []
+            self.logger.log(summary, st.global_step, st.epoch, kind="epoch")
+            st.history.append({"epoch": st.epoch, **summary})
+            if st.epoch % cfg.train.ckpt_every_epochs == 0 or st.epoch == cfg.train.epochs:
+                self.save()
+        progress.close()
+        self.logger.close()
+        return st.history
+

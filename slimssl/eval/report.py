@@ -1,0 +1,166 @@
+"""One results table per run: every sub-network with its cost and accuracies.
+
+Rows are plain dicts, one per sub-network, using the keys of :data:`COLUMNS` (missing
+keys or ``None``/NaN are shown as ``-``); a ``knn_top1_k{k}`` for another ``k`` gets its
+own column. Extra keys are kept in ``results.json`` and
+appended to ``results.csv``. This mirrors the width -> (params, MACs, accuracy) tables of
+SlimCLR (Zhao et al.) and DSPNet (Wang et al.). Cost is reported as MACs
+(multiply-accumulates), not FLOPs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = [
+    "COLUMNS",
+    "subnet_label",
+    "format_value",
+    "format_table",
+    "markdown_table",
+    "write_results",
+    "read_results",
+]
+
+# (row key, header, number format)
+COLUMNS: list[tuple[str, str, str]] = [
+    ("subnet", "Sub-network", "{}"),
+    ("params_m", "Params (M)", "{:.2f}"),
+    ("macs_g", "MACs (G)", "{:.3f}"),
+    ("knn_top1_k200", "kNN@200 top-1", "{:.2f}"),
+    ("knn_top1_k20", "kNN@20 top-1", "{:.2f}"),
+    ("linear_switchable_top1", "Lin-sw top-1", "{:.2f}"),
+    ("linear_switchable_top5", "Lin-sw top-5", "{:.2f}"),
+    ("linear_slimmable_top1", "Lin-sl top-1", "{:.2f}"),
+    ("linear_slimmable_top5", "Lin-sl top-5", "{:.2f}"),
+    ("semisup_top1", "Semi-sup top-1", "{:.2f}"),
+]
+COLUMN_KEYS = [k for k, _, _ in COLUMNS]
+HEADERS = {k: h for k, h, _ in COLUMNS}
+_FORMATS = {k: f for k, _, f in COLUMNS}
+MISSING = "-"
+
+
+_KNN_KEY = re.compile(r"^knn_top1_k(\d+)$")
+
+
+def _columns(rows: Sequence[dict]) -> list[tuple[str, str, str]]:
+    """:data:`COLUMNS` plus any other ``knn_top1_k{k}`` present (e.g. a non-default k)."""
+    extra_k = sorted(
+        {int(m.group(1)) for r in rows for key in r if (m := _KNN_KEY.match(key))}
+        - {200, 20},
+        reverse=True,
+    )
+    cols = list(COLUMNS)
+    pos = COLUMN_KEYS.index("knn_top1_k20") + 1
+    cols[pos:pos] = [(f"knn_top1_k{k}", f"kNN@{k} top-1", "{:.2f}") for k in extra_k]
+    return cols
+
+
+def subnet_label(width: float, depth: Sequence[int] | None = None) -> str:
+    """``w0.50`` or ``w0.50 d[2,2,2,2]`` -- the row label of a sub-network."""
+    label = f"w{width:.2f}"
+    if depth is not None:
+        label += " d[" + ",".join(str(int(d)) for d in depth) + "]"
+    return label
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v == ""
+
+
+def format_value(key: str, value: Any, fmt: str | None = None) -> str:
+    """Cell text for ``value`` in column ``key``; missing -> ``-``."""
+    if _is_missing(value):
+        return MISSING
+    fmt = fmt or _FORMATS.get(key, "{}")
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _cells(rows: Sequence[dict], cols: list[tuple[str, str, str]]) -> list[list[str]]:
+    return [[format_value(k, r.get(k), f) for k, _, f in cols] for r in rows]
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Aligned plain-text table for the terminal."""
+    cols = _columns(rows)
+    header = [h for _, h, _ in cols]
+    body = _cells(rows, cols)
+    widths = [max(len(x) for x in col) for col in zip(header, *body)]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        return "  ".join([first, *rest]).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), sep, *(line(c) for c in body)])
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """GitHub-flavoured markdown table (numbers right-aligned)."""
+    cols = _columns(rows)
+    header = [h for _, h, _ in cols]
+    align = [":--"] + ["--:"] * (len(header) - 1)
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    out += ["| " + " | ".join(c) + " |" for c in _cells(rows, cols)]
+    return "\n".join(out) + "\n"
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if hasattr(v, "item") and callable(v.item):  # numpy / torch scalars
+        try:
+            return v.item()
+        except (ValueError, RuntimeError):
+            pass
+    return v
+
+
+def write_results(run_dir: str | Path, rows: Sequence[dict]) -> dict[str, Path]:
+    """Write ``results.json``, ``results.csv`` and ``results.md`` into ``run_dir``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clean = [{str(k): _json_safe(v) for k, v in r.items()} for r in rows]
+    paths = {
+        "json": run_dir / "results.json",
+        "csv": run_dir / "results.csv",
+        "md": run_dir / "results.md",
+    }
+    paths["json"].write_text(json.dumps({"columns": COLUMN_KEYS, "rows": clean}, indent=2))
+
+    keys = [k for k, _, _ in _columns(clean)]
+    keys += sorted({k for r in clean for k in r} - set(keys))
+    with paths["csv"].open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(keys)
+        for r in clean:
+            writer.writerow(["" if _is_missing(r.get(k)) else _csv_cell(r.get(k)) for k in keys])
+    paths["md"].write_text(markdown_table(clean))
+    return paths
+
+
+def _csv_cell(v: Any) -> Any:
+    return json.dumps(v) if isinstance(v, (list, dict)) else v
+
+
+def read_results(run_dir: str | Path) -> list[dict]:
+    """Rows from ``run_dir/results.json`` (or from a path to the JSON file itself)."""
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / "results.json"
+    data = json.loads(path.read_text())
+    return list(data["rows"] if isinstance(data, dict) else data)

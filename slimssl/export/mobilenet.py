@@ -1,0 +1,262 @@
+"""Plain MobileNetV2/V3 twins and the extractors that fill them from a slimmable family member.
+
+The plain models use only standard torch layers and torchvision's module names, so a full-width
+export loads into ``torchvision.models.mobilenet_v2()`` / ``mobilenet_v3_large()`` (strict) and any
+export is TorchScript-able. Their architecture is a JSON-serialisable config listing every
+block's channel counts at the exported width (``arch_config``), so :func:`slimssl.export.io.
+load_subnet` rebuilds them without any slimmable code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from slimssl.export.extract import register_extractor, register_plain
+from slimssl.models.mobilenet import (SlimInvertedResidualV2, SlimInvertedResidualV3,
+                                      SlimMobileNetV2, SlimMobileNetV3, SlimSqueezeExcite)
+from slimssl.nn.norm import SlimLayerNorm, _SlimBatchNorm
+from slimssl.nn.ops import SlimConv2d, SlimLinear
+from slimssl.nn.spec import SubnetSpec
+
+__all__ = ["PlainMobileNetV2", "PlainMobileNetV3", "load_exported_layers"]
+
+_SLIM_LAYERS = (SlimConv2d, SlimLinear, _SlimBatchNorm, SlimLayerNorm)
+
+
+def load_exported_layers(slim: nn.Module, plain: nn.Module) -> None:
+    """Copy every slimmable layer's ``.export()`` into the plain layer of the same name (strict).
+
+    Shapes are checked by ``load_state_dict``, so a plain config that disagrees with the active
+    slices fails loudly instead of exporting a wrong model.
+    """
+    for name, module in slim.named_modules():
+        if isinstance(module, _SLIM_LAYERS):
+            plain.get_submodule(name).load_state_dict(module.export().state_dict(), strict=True)
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int, act: nn.Module | None,
+             eps: float, momentum: float) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout, eps=eps, momentum=momentum)]
+    if act is not None:
+        layers.append(act)
+    return nn.Sequential(*layers)
+
+
+class PlainInvertedResidualV2(nn.Module):
+    """MobileNetV2 block with explicit channels (torchvision layout ``conv.K``)."""
+
+    def __init__(self, inp: int, hidden: int, out: int, stride: int, expand: bool) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        if expand:
+            layers.append(_conv_bn(inp, hidden, 1, 1, 1, nn.ReLU6(inplace=True), 1e-5, 0.1))
+        layers.append(_conv_bn(hidden, hidden, 3, stride, hidden, nn.ReLU6(inplace=True),
+                               1e-5, 0.1))
+        layers += [nn.Conv2d(hidden, out, 1, bias=False), nn.BatchNorm2d(out)]
+        self.conv = nn.Sequential(*layers)
+        self.use_res_connect: bool = stride == 1 and inp == out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_res_connect:
+            return x + self.conv(x)
+        return self.conv(x)
+
+
+@register_plain("mobilenet_v2")
+class PlainMobileNetV2(nn.Module):
+    """A MobileNetV2 (Sandler et al. 2018) with per-block channel counts.
+
+    Args:
+        stem_channels / stem_stride: the first 3x3 conv.
+        blocks: ``[inp, hidden, out, stride, expand]`` per inverted residual (``expand`` 0/1:
+            whether the block has a 1x1 expansion conv).
+        last_channels: the last 1x1 conv (1280).
+        num_classes: 0 for a feature extractor (pooled ``last_channels`` features).
+    """
+
+    arch_name = "mobilenet_v2"
+
+    def __init__(self, stem_channels: int, stem_stride: int, blocks: Sequence[Sequence[int]],
+                 last_channels: int, num_classes: int = 0, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.arch_config: dict[str, Any] = {
+            "stem_channels": stem_channels, "stem_stride": stem_stride,
+            "blocks": [[int(v) for v in b] for b in blocks], "last_channels": last_channels,
+            "num_classes": num_classes, "dropout": dropout}
+        layers: list[nn.Module] = [_conv_bn(3, stem_channels, 3, stem_stride, 1,
+                                            nn.ReLU6(inplace=True), 1e-5, 0.1)]
+        layers += [PlainInvertedResidualV2(i, h, o, s, bool(e)) for i, h, o, s, e in blocks]
+        layers.append(_conv_bn(blocks[-1][2], last_channels, 1, 1, 1, nn.ReLU6(inplace=True),
+                               1e-5, 0.1))
+        self.features = nn.Sequential(*layers)
+        self.num_classes = num_classes
+        self.classifier: nn.Module = (
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(last_channels, num_classes))
+            if num_classes > 0 else nn.Identity())
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "PlainMobileNetV2":
+        return cls(**config)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        if pre_logits:
+            return x
+        return self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class PlainSqueezeExcite(nn.Module):
+    """SE with torchvision's names (``fc1``/``fc2``): ReLU, hard-sigmoid gate."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.activation = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.scale_activation = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.fc2(self.activation(self.fc1(self.avgpool(x))))
+        return x * self.scale_activation(scale)
+
+
+def _v3_act(name: str) -> nn.Module:
+    if name not in ("RE", "HS"):
+        raise ValueError(f"MobileNetV3 activation must be 'RE' or 'HS', got {name!r}")
+    return nn.Hardswish(inplace=True) if name == "HS" else nn.ReLU(inplace=True)
+
+
+class PlainInvertedResidualV3(nn.Module):
+    """MobileNetV3 bottleneck with explicit channels (torchvision layout ``block.K``)."""
+
+    def __init__(self, inp: int, kernel: int, expanded: int, out: int, squeeze: int,
+                 activation: str, stride: int, expand: bool) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        if expand:
+            layers.append(_conv_bn(inp, expanded, 1, 1, 1, _v3_act(activation), 1e-3, 0.01))
+        layers.append(_conv_bn(expanded, expanded, kernel, stride, expanded, _v3_act(activation),
+                               1e-3, 0.01))
+        if squeeze > 0:
+            layers.append(PlainSqueezeExcite(expanded, squeeze))
+        layers.append(_conv_bn(expanded, out, 1, 1, 1, None, 1e-3, 0.01))
+        self.block = nn.Sequential(*layers)
+        self.use_res_connect: bool = stride == 1 and inp == out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        if self.use_res_connect:
+            return y + x
+        return y
+
+
+@register_plain("mobilenet_v3")
+class PlainMobileNetV3(nn.Module):
+    """A MobileNetV3 (Howard et al. 2019) with per-block channel counts.
+
+    Args:
+        blocks: ``[inp, kernel, expanded, out, squeeze, activation, stride, expand]`` per
+            bottleneck (``squeeze`` 0: no SE; ``activation`` "RE" or "HS").
+        last_conv_channels: the last 1x1 conv (960 at full width).
+        last_channels: the classifier's hidden linear (1280 at full width).
+    """
+
+    arch_name = "mobilenet_v3"
+
+    def __init__(self, stem_channels: int, stem_stride: int, blocks: Sequence[Sequence[Any]],
+                 last_conv_channels: int, last_channels: int, num_classes: int = 0,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        self.arch_config: dict[str, Any] = {
+            "stem_channels": stem_channels, "stem_stride": stem_stride,
+            "blocks": [list(b) for b in blocks], "last_conv_channels": last_conv_channels,
+            "last_channels": last_channels, "num_classes": num_classes, "dropout": dropout}
+        layers: list[nn.Module] = [_conv_bn(3, stem_channels, 3, stem_stride, 1,
+                                            nn.Hardswish(inplace=True), 1e-3, 0.01)]
+        layers += [PlainInvertedResidualV3(int(i), int(k), int(e), int(o), int(sq), str(a),
+                                           int(s), bool(x))
+                   for i, k, e, o, sq, a, s, x in blocks]
+        layers.append(_conv_bn(int(blocks[-1][3]), last_conv_channels, 1, 1, 1,
+                               nn.Hardswish(inplace=True), 1e-3, 0.01))
+        self.features = nn.Sequential(*layers)
+        self.num_classes = num_classes
+        head: list[nn.Module] = [nn.Linear(last_conv_channels, last_channels),
+                                 nn.Hardswish(inplace=True), nn.Dropout(dropout, inplace=True)]
+        head.append(nn.Linear(last_channels, num_classes) if num_classes > 0 else nn.Identity())
+        self.classifier = nn.Sequential(*head)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "PlainMobileNetV3":
+        return cls(**config)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        x = self.classifier[2](self.classifier[1](self.classifier[0](x)))
+        if pre_logits:
+            return x
+        return self.classifier[3](x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _dw(seq: nn.Sequential) -> SlimConv2d:
+    """The depthwise conv of a block (the conv of the first Conv-BN-act with groups > 1)."""
+    for unit in seq:
+        if isinstance(unit, nn.Sequential) and isinstance(unit[0], SlimConv2d) \
+                and unit[0].depthwise:
+            return unit[0]
+    raise RuntimeError("block has no depthwise conv")
+
+
+def _stem_out(model: SlimMobileNetV2 | SlimMobileNetV3) -> tuple[int, int]:
+    conv = model.features[0][0]
+    return conv.active_out, int(conv.stride[0])
+
+
+@register_extractor(SlimMobileNetV2)
+def _extract_v2(model: SlimMobileNetV2, spec: SubnetSpec) -> PlainMobileNetV2:
+    blocks = []
+    for blk in model.features[1:-1]:
+        assert isinstance(blk, SlimInvertedResidualV2)
+        dw = _dw(blk.conv)
+        project = blk.conv[-2]
+        blocks.append([blk.conv[0][0].active_in, dw.active_out, project.active_out, int(dw.stride[0]), int(blk.expands)])
+    stem, stride = _stem_out(model)
+    plain = PlainMobileNetV2(stem, stride, blocks, model.features[-1][0].active_out,
+                             model.num_classes, model.dropout)
+    load_exported_layers(model, plain)
+    return plain
+
+
+@register_extractor(SlimMobileNetV3)
+def _extract_v3(model: SlimMobileNetV3, spec: SubnetSpec) -> PlainMobileNetV3:
+    blocks = []
+    for blk in model.features[1:-1]:
+        assert isinstance(blk, SlimInvertedResidualV3)
+        dw = _dw(blk.block)
+        se = [m for m in blk.block if isinstance(m, SlimSqueezeExcite)]
+        inp = blk.block[0][0].active_in
+        blocks.append([inp, int(dw.kernel_size[0]), dw.active_out, blk.block[-1][0].active_out,
+                       se[0].fc1.active_out if se else 0, blk.cfg.activation,
+                       int(dw.stride[0]), int(blk.expands)])
+    stem, stride = _stem_out(model)
+    plain = PlainMobileNetV3(stem, stride, blocks, model.features[-1][0].active_out,
+                             model.classifier[0].active_out, model.num_classes, model.dropout)
+    load_exported_layers(model, plain)
+    return plain

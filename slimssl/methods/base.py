@@ -1,0 +1,79 @@
+"""What every SSL method gives the recipes: a loss per sub-network against a full-width target.
+
+DESIGN.md sec. 3: the online branch runs at each sampled sub-network, the target branch (momentum
+encoder) always at full size and once per iteration. A method maps (online outputs of one
+sub-network, target outputs) to a loss, plus the raw similarities and embeddings that SlimCLR's
+online distillation needs. It knows no schedule, no loss weights and no sampling (those are
+recipes'), and no optimizer (the engine's, which also performs the EMA update of ``target``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimssl.models.encoder import SlimEncoder
+from slimssl.nn.spec import SubnetSpec
+
+
+@dataclass
+class SubnetOutput:
+    """One sub-network's contribution in one iteration.
+
+    Attributes:
+        loss: the method's base loss ``L_w``.
+        similarities: raw (temperature-free) similarities of the queries with the candidates,
+            rows = queries, column layout fixed per iteration; what SlimCLR distils (Eq. 4).
+            ``None`` for methods without candidates (BYOL, SimSiam).
+        embedding: the L2-normalised online output (embedding distillation, collapse monitor).
+    """
+
+    loss: torch.Tensor
+    similarities: torch.Tensor | None
+    embedding: torch.Tensor
+
+
+class SSLMethod(nn.Module):
+    """Base: ``online`` (trainable, slimmable) and ``target`` (EMA or shared, full width).
+
+    Subclasses implement :meth:`target_forward` (no grad, once per iteration) and
+    :meth:`subnet_forward` (at the online encoder's active sub-network), and may override
+    :meth:`end_iteration` (e.g. MoCo's enqueue).
+    """
+
+    uses_momentum_target: bool = True
+
+    def __init__(self, online: SlimEncoder) -> None:
+        super().__init__()
+        self.online = online
+        self.target = online.momentum_copy() if self.uses_momentum_target else None
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(target part, online part) pairs the engine moves by EMA (the predictor has no
+        target twin)."""
+        if self.target is None:
+            return []
+        return [(self.target.backbone, self.online.backbone),
+                (self.target.projector, self.online.projector)]
+
+    @torch.no_grad()
+    def run_target(self, x: torch.Tensor) -> torch.Tensor:
+        """The target at the family's largest member (full width, or the one width of an
+        individual network)."""
+        with self.target.subnet(self.target.full_spec):
+            return self.target(x)
+
+    @torch.no_grad()
+    def target_forward(self, views: tuple[torch.Tensor, torch.Tensor]) -> Any:
+        raise NotImplementedError
+
+    def subnet_forward(self, views: tuple[torch.Tensor, torch.Tensor], spec: SubnetSpec,
+                       target: Any) -> SubnetOutput:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def end_iteration(self, target: Any) -> None:
+        """Called once after the optimizer step."""

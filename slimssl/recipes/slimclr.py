@@ -1,0 +1,72 @@
+"""SlimCLR (Zhao, Zhu, Wang, Yang, ICCV 2023): fixed widths trained together with three fixes.
+
+Sec. 3.4: (1) slow start — only the full network trains for the first S epochs (S = half the
+epochs); (2) online distillation — every sub-network distils the full ONLINE network's detached
+contrastive logits (Eq. 4-5; tau2 = 5.0 for MoCov2, 1.0 for MoCov3); (3) loss reweighting
+(Eq. 6; Table 3e gives four schemes). Total (Eq. 7):
+``L = lambda_1 L_1 + sum_{i>=2} lambda_i (L_i + L_p,i) / 2``.
+
+Each technique can be switched off for ablations; with all of them off this is the naive S-Net
+baseline (all widths, plain summed losses) — see :func:`naive`. One width alone is the
+individual-network baseline — see :func:`individual`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from slimssl.methods.base import SubnetOutput
+from slimssl.nn.spec import SubnetSpec
+from slimssl.recipes.base import Recipe
+from slimssl.recipes.distillation import distillation_loss
+from slimssl.recipes.loss_weights import loss_weights, weighted_term
+from slimssl.recipes.sampling import slow_start_active
+
+
+class SlimCLR(Recipe):
+    """Args:
+        family: the members, largest first (e.g. widths [1, .75, .5, .25]).
+        slow_start_epochs: S; 0 disables slow start.
+        distill: ``ce`` (logits, SlimCLR), ``mse`` / ``kl_emb`` (Table 3c), or ``none``.
+        tau2: distillation temperature.
+        weights: reweighting scheme (``sum_others`` = Eq. 6, default; ``uniform`` = off).
+    """
+
+    name = "slimclr"
+
+    def __init__(self, family: Sequence[SubnetSpec], slow_start_epochs: float = 0.0,
+                 distill: str = "ce", tau2: float = 5.0, weights: str = "sum_others") -> None:
+        self.family = sorted(family, key=lambda s: (-s.width, -sum(s.depth or ())))
+        self.slow_start_epochs, self.distill, self.tau2 = slow_start_epochs, distill, tau2
+        self.weights = weights
+
+    def sample(self, epoch: float) -> list[SubnetSpec]:
+        if slow_start_active(epoch, self.slow_start_epochs):
+            return self.family[:1]
+        return list(self.family)
+
+    def subnet_loss(self, index: int, specs: list[SubnetSpec], out: SubnetOutput,
+                    teacher: SubnetOutput | None) -> torch.Tensor:
+        # While only the full network trains (slow start, or a one-member family) its loss is
+        # left unweighted, as in the authors' code (lambda_1 applies once sub-networks train).
+        lam = loss_weights([s.width for s in specs], self.weights) if len(specs) > 1 else [1.0]
+        distill = None
+        if index > 0:
+            assert teacher is not None
+            distill = distillation_loss(
+                self.distill, student_logits=out.similarities,
+                teacher_logits=teacher.similarities, q_student=out.embedding,
+                q_teacher=teacher.embedding, tau2=self.tau2)
+        return weighted_term(index, lam[index], out.loss, distill)
+
+
+def naive(family: Sequence[SubnetSpec]) -> SlimCLR:
+    """S-Net + SSL without any technique: every width, unweighted sum (SlimCLR Eq. 2)."""
+    return SlimCLR(family, slow_start_epochs=0.0, distill="none", weights="uniform")
+
+
+def individual(spec: SubnetSpec) -> SlimCLR:
+    """One ordinary network at one width, through the same loop (every paper's baseline)."""
+    return SlimCLR([spec], slow_start_epochs=0.0, distill="none", weights="uniform")

@@ -1,0 +1,91 @@
+"""LARS and optimizer construction against hand computations (slimssl.engine.optim)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from slimssl.engine.optim import LARS, build_optimizer, split_decay_params
+
+
+def _lars_step_by_hand(w, g, buf, lr, wd, mu, eta=0.001):
+    u = [gi + wd * wi for gi, wi in zip(g, w)]
+    wn = math.sqrt(sum(x * x for x in w))
+    un = math.sqrt(sum(x * x for x in u))
+    trust = eta * wn / un
+    buf = [mu * b + ui * trust for b, ui in zip(buf, u)]
+    w = [wi - lr * b for wi, b in zip(w, buf)]
+    return w, buf
+
+
+def test_lars_one_step_by_hand():
+    # w = [3, 4] (||w|| = 5), g = [0.1, 0.2], wd = 0.1 -> u = [0.4, 0.6], ||u|| = sqrt(0.52)
+    # trust = 0.001 * 5 / sqrt(0.52); buf = u * trust; w -= 0.5 * buf
+    p = nn.Parameter(torch.tensor([3.0, 4.0], dtype=torch.float64))
+    opt = LARS([{"params": [p], "exclude": False}], lr=0.5, weight_decay=0.1, momentum=0.9)
+    p.grad = torch.tensor([0.1, 0.2], dtype=torch.float64)
+    opt.step()
+    trust = 0.001 * 5 / math.sqrt(0.52)
+    expected = [3.0 - 0.5 * 0.4 * trust, 4.0 - 0.5 * 0.6 * trust]
+    assert p.tolist() == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx([2.9986132, 3.9979199], abs=1e-7)
+
+
+def test_lars_two_steps_by_hand():
+    p = nn.Parameter(torch.tensor([3.0, 4.0], dtype=torch.float64))
+    opt = LARS([{"params": [p], "exclude": False}], lr=0.5, weight_decay=0.1, momentum=0.9)
+    w, buf = [3.0, 4.0], [0.0, 0.0]
+    for g in ([0.1, 0.2], [-0.3, 0.05]):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        w, buf = _lars_step_by_hand(w, g, buf, lr=0.5, wd=0.1, mu=0.9)
+        assert p.tolist() == pytest.approx(w, rel=1e-12)
+    assert opt.state[p]["momentum_buffer"].tolist() == pytest.approx(buf, rel=1e-12)
+
+
+def test_lars_excluded_param_is_plain_sgd_momentum():
+    # 1-D tensor with exclude=None (auto) -> no weight decay, no trust ratio
+    p = nn.Parameter(torch.tensor([3.0, 4.0], dtype=torch.float64))
+    opt = LARS([p], lr=0.5, weight_decay=0.1, momentum=0.9)
+    p.grad = torch.tensor([0.1, 0.2], dtype=torch.float64)
+    opt.step()
+    assert p.tolist() == pytest.approx([3.0 - 0.05, 4.0 - 0.1])
+    opt.step()  # buf = 0.9 * g + g = 1.9 g
+    assert p.tolist() == pytest.approx([3.0 - 0.05 - 0.095, 4.0 - 0.1 - 0.19])
+
+
+def test_lars_zero_weight_uses_trust_one():
+    p = nn.Parameter(torch.zeros(2, 2))
+    opt = LARS([p], lr=1.0, weight_decay=0.0, momentum=0.0)
+    p.grad = torch.ones(2, 2)
+    opt.step()
+    assert torch.allclose(p, -torch.ones(2, 2))
+
+
+def test_split_and_build():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    m[0].bias.requires_grad_(False)
+    decay, no_decay = split_decay_params(m)
+    assert {id(p) for p in decay} == {id(m[0].weight), id(m[3].weight)}
+    assert {id(p) for p in no_decay} == {id(m[1].weight), id(m[1].bias), id(m[3].bias)}
+
+    sgd = build_optimizer(m, "sgd", lr=0.1, weight_decay=1e-4, momentum=0.9)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert [g["weight_decay"] for g in sgd.param_groups] == [1e-4, 0.0]
+    lars = build_optimizer(m.parameters(), "lars", lr=0.1, weight_decay=1e-6)
+    assert isinstance(lars, LARS)
+    assert [(g["weight_decay"], g["exclude"]) for g in lars.param_groups] == [(1e-6, False), (0.0, True)]
+    assert lars.param_groups[0]["trust_coefficient"] == 0.001
+    with pytest.raises(ValueError):
+        build_optimizer(m, "adam", lr=0.1, weight_decay=0.0)
+
+
+def test_lars_state_dict_roundtrip():
+    m = nn.Linear(3, 2)
+    opt = build_optimizer(m, "lars", lr=0.1, weight_decay=1e-6)
+    m(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    opt2 = build_optimizer(m, "lars", lr=0.1, weight_decay=1e-6)
+    opt2.load_state_dict(opt.state_dict())
+    assert torch.equal(opt2.state[m.weight]["momentum_buffer"], opt.state[m.weight]["momentum_buffer"])

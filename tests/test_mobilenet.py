@@ -1,0 +1,175 @@
+"""Slimmable MobileNetV2/V3-Large: export equivalence, torchvision references, sizes, gradients."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import slimssl.export.mobilenet  # noqa: F401  (registers the plain twins and extractors)
+from slimssl.export.extract import extract_subnet
+from slimssl.export.io import load_subnet, save_subnet
+from slimssl.models.mobilenet import SlimMobileNetV2, mobilenet_v2, mobilenet_v3_large
+from slimssl.models.registry import list_models
+from slimssl.nn import SlimBatchNorm2d, SlimConv2d, SlimLinear, SubnetSpec, recalibrate_bn
+
+WIDTHS = (1.0, 0.75, 0.5, 0.25)
+FACTORIES = {"v2": mobilenet_v2, "v3": mobilenet_v3_large}
+
+
+def _x(seed: int = 0, n: int = 2) -> torch.Tensor:
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def _randomise_bn(model: nn.Module, seed: int) -> None:
+    """Non-trivial statistics and affine everywhere, so a wrong copy cannot go unnoticed."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d) or (isinstance(m, SlimBatchNorm2d)
+                                             and m.mode == "universal"):
+            c = m.weight.shape[0]
+            m.weight.copy_(1 + 0.2 * torch.randn(c, generator=g))
+            m.bias.copy_(0.1 * torch.randn(c, generator=g))
+            m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("arch", ["v2", "v3"])
+def test_switchable_members_match_their_exports(arch: str) -> None:
+    model = FACTORIES[arch](widths=WIDTHS, stem="cifar", num_classes=10)
+    _randomise_bn(model, 1)
+    model.eval()
+    rng = random.Random(arch)
+    x = _x()
+    for width in rng.sample(WIDTHS, len(WIDTHS)):
+        plain = extract_subnet(model, width)
+        with torch.no_grad():
+            assert _max_diff(model(x, width), plain(x)) <= 1e-5
+            assert _max_diff(model(x, width), plain(x)) <= 1e-5
+        # every exported conv is a multiple of 8 wide (DESIGN.md sec. 2), no slimmable layer left
+        for m in plain.modules():
+            assert not isinstance(m, (SlimConv2d, SlimLinear, SlimBatchNorm2d))
+            if isinstance(m, nn.Conv2d) and m.groups == 1 and m.in_channels != 3:
+                assert m.in_channels % 8 == 0 and m.out_channels % 8 == 0
+
+
+@pytest.mark.parametrize("arch", ["v2", "v3"])
+def test_universal_random_widths_after_recalibration(arch: str) -> None:
+    model = FACTORIES[arch](norm="universal", width_range=(0.25, 1.0), stem="cifar",
+                            num_classes=10)
+    _randomise_bn(model, 2)
+    rng = random.Random(7)
+    x = _x(3)
+    for _ in range(2):
+        width = round(rng.uniform(0.25, 1.0), 3)
+        recalibrate_bn(model, width, [_x(10), _x(11)], num_images=4)
+        model.eval()
+        plain = extract_subnet(model, width)
+        with torch.no_grad():
+            assert _max_diff(model(x, width), plain(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("arch", ["v2", "v3"])
+def test_full_width_export_is_torchvision_model(arch: str) -> None:
+    model = FACTORIES[arch](widths=(1.0, 0.5), num_classes=10)
+    _randomise_bn(model, 3)
+    plain = extract_subnet(model, 1.0)
+    ref = (torchvision.models.mobilenet_v2 if arch == "v2"
+           else torchvision.models.mobilenet_v3_large)(num_classes=10).eval()
+    ref.load_state_dict(plain.state_dict(), strict=True)
+    x = _x(4)
+    with torch.no_grad():
+        assert _max_diff(ref(x), plain(x)) <= 1e-5
+
+
+def test_param_counts_match_torchvision() -> None:
+    v2 = extract_subnet(mobilenet_v2(num_classes=1000), 1.0)
+    assert sum(p.numel() for p in v2.parameters()) == 3_504_872
+    v3 = extract_subnet(mobilenet_v3_large(num_classes=1000), 1.0)
+    ref = torchvision.models.mobilenet_v3_large(num_classes=1000)
+    assert sum(p.numel() for p in v3.parameters()) == sum(p.numel() for p in ref.parameters())
+
+
+def test_feature_dims_and_head_sizes() -> None:
+    v2 = mobilenet_v2(widths=WIDTHS, stem="cifar").eval()
+    v3 = mobilenet_v3_large(widths=WIDTHS, stem="cifar").eval()
+    x = _x()
+    with torch.no_grad():
+        for w in WIDTHS:
+            # V2 keeps its 1280-wide last conv at every width <= 1 (torchvision's rule)
+            assert v2(x, w).shape == (2, 1280) == (2, v2.feature_dim(w))
+            with v3.subnet(w):
+                feats = v3.forward_features(x)
+                assert v3.forward_head(feats, pre_logits=True).shape == (2, v3.feature_dim())
+        assert v3.feature_dim(0.5) == 640 and v3.feature_dim(0.25) == 320
+        # cifar stem: stride 16 overall -> 2x2 maps on 32x32 inputs
+        assert v2.forward_features(x).shape[-2:] == (2, 2)
+    assert mobilenet_v2().eval().forward_features(x).shape[-2:] == (1, 1)
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    model = mobilenet_v3_large(widths=(1.0, 0.5), stem="cifar", num_classes=10)
+    _randomise_bn(model, 5)
+    plain = extract_subnet(model, 0.5)
+    loaded = load_subnet(save_subnet(plain, tmp_path / "v3_w050"))
+    assert type(loaded) is type(plain) and loaded.arch_config == plain.arch_config
+    x = _x(6)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), plain(x))
+
+
+def test_torchscript_export() -> None:
+    model = mobilenet_v2(widths=(1.0, 0.5), stem="cifar", num_classes=10)
+    _randomise_bn(model, 8)
+    plain = extract_subnet(model, 0.5)
+    scripted = torch.jit.script(plain)
+    x = _x(9)
+    with torch.no_grad():
+        assert _max_diff(scripted(x), plain(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("norm", ["switchable", "universal"])
+def test_gradient_touches_only_the_active_slice(norm: str) -> None:
+    model = mobilenet_v3_large(widths=(1.0, 0.5), norm=norm, stem="cifar", num_classes=10)
+    model.train()
+    with model.subnet(0.5):
+        model(_x()).square().mean().backward()
+        for m in model.modules():
+            if isinstance(m, SlimConv2d):
+                in_c = 1 if m.depthwise else m.active_in
+                mask = torch.zeros_like(m.weight, dtype=torch.bool)
+                mask[: m.active_out, :in_c] = True
+                assert m.weight.grad[~mask].abs().max() == 0
+                assert m.weight.grad[mask].abs().sum() > 0
+            elif isinstance(m, SlimLinear):
+                assert m.weight.grad[m.active_out:].abs().sum() == 0
+                assert m.weight.grad[:, m.active_in:].abs().sum() == 0
+            elif isinstance(m, SlimBatchNorm2d):
+                if norm == "switchable":  # the width-1.0 private BN is untouched
+                    assert m.bn[0].weight.grad is None and m.bn[1].weight.grad is not None
+                else:
+                    assert m.weight.grad[m.active_channels:].abs().sum() == 0
+
+
+def test_bad_width_names_the_allowed_ones() -> None:
+    model = mobilenet_v2(widths=(1.0, 0.5))
+    with pytest.raises(ValueError, match=r"\[1\.0, 0\.5\]"):
+        model(_x(), 0.75)
+    universal = mobilenet_v2(norm="universal", width_range=(0.5, 1.0))
+    with pytest.raises(ValueError, match=r"\[0\.5, 1\]"):
+        universal.validate_spec(SubnetSpec(0.3))
+    with pytest.raises(ValueError, match="stem"):
+        mobilenet_v2(stem="tiny")
+
+
+def test_registered() -> None:
+    assert {"mobilenet_v2", "mobilenet_v3_large"} <= set(list_models())
+    assert isinstance(mobilenet_v2(), SlimMobileNetV2)

@@ -73,10 +73,37 @@ def measure_augment_throughput(
     return batch * repeats / (time.perf_counter() - t0)
 
 
+def measure_torchvision_baseline(image_size: int, batch: int, repeats: int, images: torch.Tensor | None = None) -> float:
+    """Images per second of the same MoCo v2 CIFAR recipe as a per-sample torchvision v2
+    pipeline (the usual DataLoader-style approach), for comparison; CPU only."""
+    from torchvision.transforms import v2 as T
+
+    view = T.Compose(
+        [
+            T.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomHorizontalFlip(),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+        ]
+    )
+    if images is None:
+        images = torch.randint(0, 256, (batch, 3, image_size, image_size), dtype=torch.uint8)
+    b = images[:batch]
+    torch.manual_seed(0)
+    for img in b[:16]:
+        view(img)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        torch.stack([view(img) for img in b]), torch.stack([view(img) for img in b])
+    return batch * repeats / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cifar-dir", type=Path, default=DEFAULT_CIFAR, help="CIFAR-10 JPEG folder with train/ and test/")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared box)")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--device", default="cpu")
@@ -127,6 +154,11 @@ def main() -> None:
         ips = measure_augment_throughput(recipe, size, args.batch, args.repeats, images=pool, device=args.device)
         result["runs"].append({"recipe": recipe, "image_size": size, "data": data, "images_per_s": round(ips, 1)})
         print(f"{recipe:14s} {size:4d}px {data:18s} {ips:9.0f} img/s (two views, batch {args.batch})")
+
+    if args.device == "cpu":
+        base = measure_torchvision_baseline(32, args.batch, max(1, args.repeats // 2), images=cifar_images)
+        result["torchvision_v2_per_sample_mocov2_cifar_images_per_s"] = round(base, 1)
+        print(f"baseline: torchvision v2 per-sample mocov2_cifar 32px {base:9.0f} img/s")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

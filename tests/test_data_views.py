@@ -150,3 +150,10 @@ def test_eval_transform(batch: torch.Tensor) -> None:
     out = t(batch)
     torch.testing.assert_close(out, (batch.float() / 255 - 0.5) / 0.5)
     assert eval_transform((0.5,) * 3, (0.5,) * 3, image_size=12)(batch).shape == (16, 3, 12, 12)
+
+
+def test_single_sample_and_non_square_input() -> None:
+    x = torch.randint(0, 256, (1, 3, 20, 40), dtype=torch.uint8, generator=_gen(0))
+    for name in ("mocov2", "byol", "simclr"):
+        v1, v2 = make_views(name, 12, (0.5,) * 3, (0.5,) * 3)(x, _gen(2))
+        assert v1.shape == v2.shape == (1, 3, 12, 12) and torch.isfinite(v1).all()

@@ -14,6 +14,15 @@ WIDTHS = (1.0, 0.75, 0.5, 0.25)
 ATOL = 1e-5
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small convs on shared cores run faster on one thread (no OpenMP spin contention)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _switch(module: nn.Module, width: float) -> None:
     set_subnet(module, SubnetSpec(width))
 
@@ -223,3 +232,17 @@ def test_bad_widths_and_depths_name_the_allowed_values():
         switchable.validate_spec(SubnetSpec(1.0, (3, 3)))
     with pytest.raises(ValueError, match="2 stages"):
         switchable.validate_spec(SubnetSpec(1.0, (1, 1, 1)))
+
+
+@pytest.mark.parametrize("slim,width", [(False, 0.5), (True, 0.97)])
+def test_universal_bn_running_stats_follow_only_the_full_width(slim, width):
+    """An unsliced universal BN (a head's output BN) or a width rounding to every channel must
+    not write sub-network batches into the full width's statistics."""
+    norm = SlimBatchNorm1d(16, "universal", slim=slim)
+    _switch(norm, width)
+    norm.train()
+    norm(torch.randn(8, 16) + 5)
+    assert norm.running_mean.abs().max() == 0 and int(norm.num_batches_tracked) == 0
+    _switch(norm, 1.0)
+    norm(torch.randn(8, 16) + 5)
+    assert norm.running_mean.min() > 0 and float(norm.stats_width) == 1.0

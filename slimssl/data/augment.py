@@ -95,9 +95,20 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tenso
     return roi_align(x, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
+def _apply_masked(x: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """``fn`` on the masked samples only (index subset: cheaper than a full-batch ``where`` when
+    the probability is small); returns a new tensor, ``x`` untouched."""
+    idx = torch.nonzero(mask).flatten()
+    if idx.numel() == 0:
+        return x
+    out = x.clone()
+    out[idx] = fn(x[idx])
+    return out
+
+
 def hflip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mirror the samples where ``mask`` is True (left-right)."""
-    return torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
+    return _apply_masked(x, mask, lambda v: v.flip(-1))
 
 
 # ---------------------------------------------------------------------------------- colour ops
@@ -155,13 +166,12 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 def solarize(x: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Invert pixels ``>= threshold`` (``1 - x``) in the samples where ``mask`` is True."""
-    sol = torch.where(x >= threshold, 1.0 - x, x)
-    return torch.where(mask.view(-1, 1, 1, 1), sol, x)
+    return _apply_masked(x, mask, lambda v: torch.where(v >= threshold, 1.0 - v, v))
 
 
 def grayscale(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Replace the masked samples by their luma, replicated on 3 channels."""
-    return torch.where(mask.view(-1, 1, 1, 1), rgb_to_gray(x).expand_as(x), x)
+    return _apply_masked(x, mask, lambda v: rgb_to_gray(v).expand_as(v))
 
 
 def color_jitter(

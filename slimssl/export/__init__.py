@@ -13,11 +13,13 @@ from slimssl.export.torchscript import export_program, script_subnet
 from slimssl.export import resnet  # noqa: E402,F401
 from slimssl.export.resnet import PlainResNet  # noqa: E402
 
-# (MobileNet / ViT exporters register here: `from slimssl.export import mobilenet, vit`)
+from slimssl.export import mobilenet, vit  # noqa: E402,F401
+from slimssl.export.mobilenet import PlainMobileNetV2, PlainMobileNetV3  # noqa: E402
+from slimssl.export.vit import PlainVisionTransformer  # noqa: E402
 # --- end architectures ---------------------------------------------------------------------
 
 __all__ = [
-    "PlainResNet", "count_macs", "count_params", "export_program", "extract_subnet",
+    "PlainMobileNetV2", "PlainMobileNetV3", "PlainResNet", "PlainVisionTransformer", "count_macs", "count_params", "export_program", "extract_subnet",
     "format_profile_table", "load_subnet", "profile_family", "register_extractor",
     "register_plain", "save_subnet", "script_subnet",
 ]

@@ -84,7 +84,7 @@ class PlainMobileNetV2(nn.Module):
     def __init__(self, stem_channels: int, stem_stride: int, blocks: Sequence[Sequence[int]],
                  last_channels: int, num_classes: int = 0, dropout: float = 0.2) -> None:
         super().__init__()
-        self.arch_config: dict[str, Any] = {
+        self.arch_config = {
             "stem_channels": stem_channels, "stem_stride": stem_stride,
             "blocks": [[int(v) for v in b] for b in blocks], "last_channels": last_channels,
             "num_classes": num_classes, "dropout": dropout}
@@ -94,7 +94,7 @@ class PlainMobileNetV2(nn.Module):
         layers.append(_conv_bn(blocks[-1][2], last_channels, 1, 1, 1, nn.ReLU6(inplace=True),
                                1e-5, 0.1))
         self.features = nn.Sequential(*layers)
-        self.num_classes = num_classes
+        self.num_classes, self.num_features = num_classes, last_channels
         self.classifier: nn.Module = (
             nn.Sequential(nn.Dropout(dropout), nn.Linear(last_channels, num_classes))
             if num_classes > 0 else nn.Identity())
@@ -179,7 +179,7 @@ class PlainMobileNetV3(nn.Module):
                  last_conv_channels: int, last_channels: int, num_classes: int = 0,
                  dropout: float = 0.2) -> None:
         super().__init__()
-        self.arch_config: dict[str, Any] = {
+        self.arch_config = {
             "stem_channels": stem_channels, "stem_stride": stem_stride,
             "blocks": [list(b) for b in blocks], "last_conv_channels": last_conv_channels,
             "last_channels": last_channels, "num_classes": num_classes, "dropout": dropout}
@@ -191,7 +191,7 @@ class PlainMobileNetV3(nn.Module):
         layers.append(_conv_bn(int(blocks[-1][3]), last_conv_channels, 1, 1, 1,
                                nn.Hardswish(inplace=True), 1e-3, 0.01))
         self.features = nn.Sequential(*layers)
-        self.num_classes = num_classes
+        self.num_classes, self.num_features = num_classes, last_channels
         head: list[nn.Module] = [nn.Linear(last_conv_channels, last_channels),
                                  nn.Hardswish(inplace=True), nn.Dropout(dropout, inplace=True)]
         head.append(nn.Linear(last_channels, num_classes) if num_classes > 0 else nn.Identity())
@@ -224,6 +224,10 @@ def _dw(seq: nn.Sequential) -> SlimConv2d:
     raise RuntimeError("block has no depthwise conv")
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def _stem_out(model: SlimMobileNetV2 | SlimMobileNetV3) -> tuple[int, int]:
     conv = model.features[0][0]
     return conv.active_out, int(conv.stride[0])
@@ -236,12 +240,13 @@ def _extract_v2(model: SlimMobileNetV2, spec: SubnetSpec) -> PlainMobileNetV2:
         assert isinstance(blk, SlimInvertedResidualV2)
         dw = _dw(blk.conv)
         project = blk.conv[-2]
-        blocks.append([blk.conv[0][0].active_in, dw.active_out, project.active_out, int(dw.stride[0]), int(blk.expands)])
+        blocks.append([blk.conv[0][0].active_in, dw.active_out, project.active_out,
+                       int(dw.stride[0]), int(blk.expands)])
     stem, stride = _stem_out(model)
     plain = PlainMobileNetV2(stem, stride, blocks, model.features[-1][0].active_out,
                              model.num_classes, model.dropout)
     load_exported_layers(model, plain)
-    return plain
+    return plain.to(_device(model))
 
 
 @register_extractor(SlimMobileNetV3)
@@ -259,4 +264,4 @@ def _extract_v3(model: SlimMobileNetV3, spec: SubnetSpec) -> PlainMobileNetV3:
     plain = PlainMobileNetV3(stem, stride, blocks, model.features[-1][0].active_out,
                              model.classifier[0].active_out, model.num_classes, model.dropout)
     load_exported_layers(model, plain)
-    return plain
+    return plain.to(_device(model))

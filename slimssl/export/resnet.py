@@ -91,7 +91,7 @@ class PlainResNet(nn.Module):
             raise ValueError(f"block must be one of {sorted(_PLAIN_BLOCKS)}, got {block!r}")
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
-        self.arch_config: dict[str, Any] = {
+        self.arch_config = {
             "block": block, "stem": stem, "stem_channels": int(stem_channels),
             "stage_mid": [int(c) for c in stage_mid], "stage_out": [int(c) for c in stage_out],
             "stage_depths": [int(d) for d in stage_depths],
@@ -100,7 +100,7 @@ class PlainResNet(nn.Module):
         }
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(3, stem_channels, 7, 2, 3, bias=False)
-            self.maxpool: nn.Module = nn.MaxPool2d(3, 2, 1)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
         else:
             self.conv1 = nn.Conv2d(3, stem_channels, 3, 1, 1, bias=False)
             self.maxpool = nn.Identity()
@@ -118,7 +118,7 @@ class PlainResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.num_features = cin
         self.num_classes = int(num_classes)
-        self.fc: nn.Module = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

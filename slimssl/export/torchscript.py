@@ -7,6 +7,7 @@ not meant to be traced.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -15,7 +16,10 @@ from torch import nn
 
 def script_subnet(module: nn.Module, path: str | Path | None = None) -> torch.jit.ScriptModule:
     """TorchScript-compile an exported module (eval mode); optionally save it to ``path``."""
-    scripted = torch.jit.script(module.eval())
+    with warnings.catch_warnings():  # TorchScript's deprecation notice: we offer it knowingly
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated",
+                                category=FutureWarning)
+        scripted = torch.jit.script(module.eval())
     if path is not None:
         torch.jit.save(scripted, str(path))
     return scripted

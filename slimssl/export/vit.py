@@ -89,11 +89,11 @@ class PlainVisionTransformer(nn.Module):
                  num_heads: int, mlp_hidden: int, num_classes: int = 0,
                  eps: float = 1e-6) -> None:
         super().__init__()
-        self.arch_config: dict[str, Any] = {
+        self.arch_config = {
             "img_size": img_size, "patch_size": patch_size, "embed_dim": embed_dim,
             "depth": depth, "num_heads": num_heads, "mlp_hidden": mlp_hidden,
             "num_classes": num_classes, "eps": eps}
-        self.num_classes = num_classes
+        self.num_classes, self.num_features = num_classes, embed_dim
         num_patches = (img_size // patch_size) ** 2
         self.patch_embed = PlainPatchEmbed(patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))

@@ -10,7 +10,9 @@ from slimssl.models import heads, resnet  # noqa: E402,F401
 from slimssl.models.heads import SlimMLP  # noqa: E402
 from slimssl.models.resnet import SlimResNet  # noqa: E402
 
-# (MobileNetV2/V3 and ViT register here: `from slimssl.models import mobilenet, vit`)
+from slimssl.models import mobilenet, vit  # noqa: E402,F401
+from slimssl.models.mobilenet import SlimMobileNetV2, SlimMobileNetV3  # noqa: E402
+from slimssl.models.vit import SlimVisionTransformer  # noqa: E402
 # --- end architectures ---------------------------------------------------------------------
 
-__all__ = ["SlimMLP", "SlimResNet", "create", "list_models", "register_model"]
+__all__ = ["SlimMLP", "SlimMobileNetV2", "SlimMobileNetV3", "SlimResNet", "SlimVisionTransformer", "create", "list_models", "register_model"]

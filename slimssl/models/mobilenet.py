@@ -111,7 +111,7 @@ def _stem_stride(stem: str) -> int:
 def conv_norm_act(cin: int, cout: int, kernel: int, stride: int, norm: _NormFactory,
                   act: Activation | None, *, depthwise: bool = False, slim_in: bool = True,
                   slim_out: bool = True) -> nn.Sequential:
-    """``Sequential(conv, bn[, act])``: torchvision's Conv2dNormActivation layout (``.0``, ``.1``)."""
+    """``Sequential(conv, bn[, act])``: torchvision's Conv2dNormActivation layout."""
     conv = SlimConv2d(cin, cout, kernel, stride, (kernel - 1) // 2,
                       groups=cout if depthwise else 1, bias=False, slim_in=slim_in,
                       slim_out=slim_out, divisor=DIVISOR)

@@ -123,7 +123,9 @@ class _SlimBatchNorm(nn.Module, WidthSwitched):
             _accumulate_stats(x, self.running_mean[:c], self.running_var[:c], self.calibration)
             return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
         if self.training:
-            if c == self.num_features:  # the full width keeps its running statistics fresh
+            # Only the full-width member keeps the running statistics fresh; a sub-width can
+            # also see all channels (slim=False, or rounding up to the full count).
+            if abs(self.width - 1.0) <= WIDTH_TOL:
                 self.num_batches_tracked.add_(1)
                 self.stats_width.fill_(1.0)
                 return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, True,

@@ -21,7 +21,7 @@ from slimssl.dist import concat_all_gather, get_rank, get_world_size, is_dist
 from slimssl.methods.base import SSLMethod, SubnetOutput
 from slimssl.methods.losses import MemoryQueue, info_nce_from_logits, moco_logits
 from slimssl.models.encoder import SlimEncoder
-from slimssl.models.heads import SlimMLP
+from slimssl.models.heads import SlimMLP, head_kwargs
 from slimssl.nn.spec import SubnetSpec
 from slimssl.nn.switch import SlimmableModel
 
@@ -70,9 +70,9 @@ class MoCoV2(SSLMethod):
     def __init__(self, backbone: SlimmableModel, proj_hidden: int | None = None,
                  proj_dim: int = 128, queue_size: int = 65536, temperature: float = 0.2,
                  bn_splits: int = 1) -> None:
-        feat = backbone.num_features
+        feat = backbone.full_features
         projector = SlimMLP(feat, proj_hidden or feat, proj_dim, num_layers=2, bn_hidden=False,
-                            bn_last=False, mode=backbone.norm_mode, widths=backbone.widths)
+                            bn_last=False, **head_kwargs(backbone))
         super().__init__(SlimEncoder(backbone, projector))
         self.queue = MemoryQueue(queue_size, proj_dim)
         self.temperature, self.bn_splits = temperature, bn_splits

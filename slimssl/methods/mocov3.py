@@ -16,7 +16,7 @@ from slimssl.dist import concat_all_gather, get_rank
 from slimssl.methods.base import SSLMethod, SubnetOutput
 from slimssl.methods.losses import in_batch_logits
 from slimssl.models.encoder import SlimEncoder
-from slimssl.models.heads import SlimMLP
+from slimssl.models.heads import SlimMLP, head_kwargs
 from slimssl.nn.spec import SubnetSpec
 from slimssl.nn.switch import SlimmableModel
 
@@ -32,12 +32,12 @@ class MoCoV3(SSLMethod):
 
     def __init__(self, backbone: SlimmableModel, proj_hidden: int = 4096, proj_dim: int = 256,
                  pred_hidden: int = 4096, temperature: float = 1.0) -> None:
-        mode, widths = backbone.norm_mode, backbone.widths
-        projector = SlimMLP(backbone.num_features, proj_hidden, proj_dim, num_layers=3,
-                            bn_hidden=True, bn_last=True, bn_last_affine=False, mode=mode,
-                            widths=widths)
+        kwargs = head_kwargs(backbone)
+        projector = SlimMLP(backbone.full_features, proj_hidden, proj_dim, num_layers=3,
+                            bn_hidden=True, bn_last=True, bn_last_affine=False, **kwargs)
+        kwargs.update(slim_in=False)
         predictor = SlimMLP(proj_dim, pred_hidden, proj_dim, num_layers=2, bn_hidden=True,
-                            bn_last=False, mode=mode, widths=widths, slim_in=False)
+                            bn_last=False, **kwargs)
         super().__init__(SlimEncoder(backbone, projector, predictor))
         self.temperature = temperature
 

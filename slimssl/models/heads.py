@@ -42,6 +42,8 @@ class SlimMLP(SlimmableModel):
         slim_in: the input follows the width (projector on ``2048w`` features); ``False`` for a
             predictor whose input is a fixed-size embedding.
         slim_hidden: the hidden layers follow the width.
+        in_divisor: channel rounding of the sliced input (the backbone's ``feature_divisor``:
+            8 for MobileNetV3, 64 for ViTs).
 
     Example:
         >>> head = SlimMLP(64, 64, 16, widths=(1.0, 0.5))
@@ -54,7 +56,7 @@ class SlimMLP(SlimmableModel):
                  bn_hidden: bool = True, bn_last: bool = False, bn_last_affine: bool = True,
                  mode: NormMode = "switchable", widths: Sequence[float] = (1.0,),
                  slim_in: bool = True, slim_hidden: bool = True,
-                 width_range: tuple[float, float] | None = None) -> None:
+                 width_range: tuple[float, float] | None = None, in_divisor: int = 1) -> None:
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         super().__init__(widths, mode, width_range)
@@ -66,7 +68,8 @@ class SlimMLP(SlimmableModel):
             last = i == num_layers - 1
             out, slim_out = (out_dim, False) if last else (hidden_dim, slim_hidden)
             use_bn = bn_last if last else bn_hidden
-            layers.append(SlimLinear(dim, out, bias=not use_bn, slim_in=slim, slim_out=slim_out))
+            layers.append(SlimLinear(dim, out, bias=not use_bn, slim_in=slim, slim_out=slim_out,
+                                     in_divisor=in_divisor if i == 0 else 1))
             if use_bn:
                 affine = bn_last_affine if last else True
                 layers.append(SlimBatchNorm1d(out, mode, self.widths, slim=slim_out,
@@ -90,3 +93,9 @@ class SlimMLP(SlimmableModel):
         plain = [m.export() if hasattr(m, "export") else nn.ReLU(inplace=True)
                  for m in self.layers]
         return nn.Sequential(*plain).train(self.training)
+
+
+def head_kwargs(backbone: SlimmableModel) -> dict:
+    """The SlimMLP arguments that make a head's input and norms follow ``backbone``'s family."""
+    return dict(mode=backbone.norm_mode, widths=backbone.widths, width_range=backbone.width_range,
+                slim_in=backbone.feature_slim, in_divisor=backbone.feature_divisor)

@@ -143,11 +143,14 @@ class SlimResNet(SlimmableModel):
         torch.Size([2, 256])
     """
 
+    feature_slim = True  # pooled features follow the width (heads slice their input)
+    feature_divisor = 1
+
     def __init__(self, block: BlockType, layers: Sequence[int], widths: Sequence[float] = (1.0,),
                  norm: NormMode = "switchable", stem: Stem = "imagenet", num_classes: int = 0,
                  width_range: tuple[float, float] | None = None,
                  depth_choices: Sequence[Sequence[int]] | None = None,
-                 zero_init_residual: bool = False) -> None:
+                 zero_init_residual: bool = False, base_width: int = 64) -> None:
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
         if stem not in ("imagenet", "cifar"):
@@ -161,16 +164,17 @@ class SlimResNet(SlimmableModel):
         self.expansion: int = block_cls.expansion
 
         if stem == "imagenet":
-            self.conv1 = SlimConv2d(3, 64, 7, stride=2, padding=3, bias=False, slim_in=False)
+            self.conv1 = SlimConv2d(3, base_width, 7, stride=2, padding=3, bias=False, slim_in=False)
             self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         else:
-            self.conv1 = SlimConv2d(3, 64, 3, stride=1, padding=1, bias=False, slim_in=False)
+            self.conv1 = SlimConv2d(3, base_width, 3, stride=1, padding=1, bias=False, slim_in=False)
             self.maxpool = nn.Identity()
-        self.bn1 = norm_factory(64)
+        self.bn1 = norm_factory(base_width)
         self.relu = nn.ReLU(inplace=True)
 
-        inplanes = 64
-        for index, (planes, count) in enumerate(zip(STAGE_PLANES, self.stage_depths)):
+        inplanes = base_width
+        stage_planes = [base_width * 2 ** i for i in range(len(STAGE_PLANES))]
+        for index, (planes, count) in enumerate(zip(stage_planes, self.stage_depths)):
             stride = 1 if index == 0 else 2
             out = planes * self.expansion
             downsample = None
@@ -242,15 +246,16 @@ def _zero_gamma(norm: SlimBatchNorm2d) -> None:
             nn.init.zeros_(norm.weight)
 
 
-def _factory(name: str, block: BlockType, layers: tuple[int, int, int, int]):
+def _factory(name: str, block: BlockType, layers: tuple[int, int, int, int], base: int = 64):
     def build(widths: Sequence[float] = (1.0,), norm: NormMode = "switchable",
               stem: Stem = "imagenet", num_classes: int = 0,
               width_range: tuple[float, float] | None = None,
               depth_choices: Sequence[Sequence[int]] | None = None,
-              zero_init_residual: bool = False) -> SlimResNet:
+              zero_init_residual: bool = False, base_width: int = base) -> SlimResNet:
         return SlimResNet(block, layers, widths=widths, norm=norm, stem=stem,
                           num_classes=num_classes, width_range=width_range,
-                          depth_choices=depth_choices, zero_init_residual=zero_init_residual)
+                          depth_choices=depth_choices, zero_init_residual=zero_init_residual,
+                          base_width=base_width)
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = (f"Slimmable {name} ({block} blocks, stages {layers}; He et al. 2016). "
@@ -262,3 +267,6 @@ resnet18 = _factory("resnet18", "basic", (2, 2, 2, 2))
 resnet34 = _factory("resnet34", "basic", (3, 4, 6, 3))
 resnet50 = _factory("resnet50", "bottleneck", (3, 4, 6, 3))
 resnet101 = _factory("resnet101", "bottleneck", (3, 4, 23, 3))
+# A small CIFAR-scale ResNet (one basic block per stage, stem width 32) for laptop-CPU runs and
+# tests: the default job pre-trains it on the embedded digits dataset in about a minute.
+resnet10_narrow = _factory("resnet10_narrow", "basic", (1, 1, 1, 1), base=32)

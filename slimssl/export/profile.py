@@ -118,9 +118,8 @@ def profile_family(model: SlimmableModel, specs: Sequence[SubnetSpec | float] | 
     for spec in specs:
         with _any_stats(model, spec.width):
             plain = extract_subnet(model, spec)
-        shown = spec if model.depth_choices else SubnetSpec(spec.width)
-        rows.append({"label": shown.label, "width": spec.width,
-                     "depth": list(spec.depth) if model.depth_choices else None,
+        rows.append({"label": spec.label, "width": spec.width,
+                     "depth": list(spec.depth) if spec.depth else None,
                      "params": count_params(plain), "macs": count_macs(plain, input_size)})
     return rows
 

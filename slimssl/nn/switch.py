@@ -62,21 +62,20 @@ class SlimmableModel(nn.Module):
     @property
     def full_spec(self) -> SubnetSpec:
         """The largest member (width ``widths[0]``: 1.0, or the one width of an individual
-        network built with ``widths=[w]``)."""
-        return SubnetSpec(self.widths[0] if self.norm_mode == "switchable"
-                          else self.width_range[1], self.stage_depths)
+        network built with ``widths=[w]``; every block)."""
+        width = self.widths[0] if self.norm_mode == "switchable" else self.width_range[1]
+        return SubnetSpec(width, None)
 
     @property
     def smallest_spec(self) -> SubnetSpec:
-        depth = min(self.depth_choices, key=sum) if self.depth_choices else self.stage_depths
-        return SubnetSpec(self.width_range[0] if self.norm_mode == "universal"
-                          else self.widths[-1], depth)
+        depth = min(self.depth_choices, key=sum) if self.depth_choices else None
+        width = self.width_range[0] if self.norm_mode == "universal" else self.widths[-1]
+        return self.validate_spec(SubnetSpec(width, depth))
 
     def family(self, widths: Sequence[float] | None = None) -> list[SubnetSpec]:
         """The members to evaluate/export: the trained widths (x depth choices), largest first."""
         widths = list(widths) if widths is not None else list(self.widths)
-        depths = self.depth_choices or [self.stage_depths]
-        depths = sorted(depths, key=lambda d: -sum(d) if d else 0)
+        depths = sorted(self.depth_choices, key=lambda d: -sum(d)) if self.depth_choices else [None]
         return [self.validate_spec(SubnetSpec(w, d)) for w in widths for d in depths]
 
     def _check_depth(self, depth: Sequence[int]) -> None:
@@ -91,7 +90,9 @@ class SlimmableModel(nn.Module):
             )
 
     def validate_spec(self, spec: SubnetSpec | float) -> SubnetSpec:
-        """Check a member exists in this family; fill ``depth`` with the full depths if absent."""
+        """Check a member exists in this family. ``depth=None`` means every block; a depth equal
+        to the full block counts is normalised to ``None`` in width-only families, so a member has
+        one name (``w0.50``); depth families name every member's depths."""
         spec = as_spec(spec)
         if self.norm_mode == "switchable":
             if not any(abs(spec.width - w) <= WIDTH_TOL for w in self.widths):
@@ -105,8 +106,10 @@ class SlimmableModel(nn.Module):
                     f"width {spec.width:g} is outside this universal model's trained range "
                     f"[{lo:g}, {hi:g}]; pick a width inside it")
         if spec.depth is None:
-            return SubnetSpec(spec.width, self.stage_depths)
+            return spec
         self._check_depth(spec.depth)
+        if spec.depth == self.stage_depths and not self.depth_choices:
+            return SubnetSpec(spec.width, None)
         return spec
 
     def apply_spec(self, spec: SubnetSpec) -> None:

@@ -1,0 +1,48 @@
+"""``slimssl`` command line: one module per command, each with ``add_parser(subparsers)``.
+
+The CLI is the only layer that prints tables for people (DESIGN.md sec. 1); every command is a thin
+layer over the library: a config (YAML + ``--set`` overrides) in, a run directory and a table out.
+Errors that users can fix (bad config key, missing data, bad checkpoint, bad width) are printed as
+one line naming the problem and the fix, with exit code 2; ``SLIMSSL_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from slimssl.cli import knn, plot, pretrain, profile
+
+COMMANDS = [pretrain, knn, profile, plot]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slimssl", description="Self-supervised pre-training of slimmable networks: one run, "
+        "a family of sub-networks, each evaluated and exported.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from slimssl.data.errors import DataError
+    from slimssl.engine.checkpoint import CheckpointError
+    from slimssl.engine.config import ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, DataError, CheckpointError, FileNotFoundError, PermissionError,
+            NotImplementedError, ValueError) as err:
+        if os.environ.get("SLIMSSL_DEBUG"):
+            raise
+        print(f"slimssl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

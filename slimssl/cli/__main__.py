@@ -1,0 +1,5 @@
+import sys
+
+from slimssl.cli import main
+
+sys.exit(main())

@@ -44,6 +44,27 @@ from slimssl.engine.seeding import derive_seed, seed_everything
 from slimssl.methods.base import SubnetOutput
 
 
+class Callback:
+    """Hooks into the loop for monitors and diagnostics (they never change the training).
+
+    ``after_backward`` sees the step's full gradient (all sub-networks, after the cross-rank
+    average) before the optimizer uses it; ``state_dict`` travels in checkpoints so a resumed
+    run continues a monitor's series.
+    """
+
+    def on_fit_start(self, trainer: "Trainer") -> None: ...
+    def after_backward(self, trainer: "Trainer", specs: list) -> None: ...
+    def on_step_end(self, trainer: "Trainer", logs: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None: ...
+    def on_fit_end(self, trainer: "Trainer") -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN/Inf; names the step, the sub-network and the term."""
 
@@ -66,8 +87,9 @@ class Trainer:
     """Builds everything from a :class:`Config` and trains; ``fit()`` returns the history."""
 
     def __init__(self, cfg: Config, run_dir: str | Path, resume: str | None = None,
-                 progress: str = "auto") -> None:
+                 progress: str = "auto", callbacks: list[Callback] | None = None) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.callbacks = list(callbacks or [])
         self.dist: DistInfo = init_distributed(cfg.train.device)
         self.device = self.dist.device
         seed_everything(cfg.train.seed, cfg.train.deterministic)
@@ -122,6 +144,7 @@ class Trainer:
             "epoch": self.state.epoch,
             "step_in_epoch": self.state.step_in_epoch,
             "global_step": self.state.global_step,
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
         }
 
     def save(self) -> Path | None:
@@ -142,6 +165,8 @@ class Trainer:
         self.aug_generator.set_state(ckpt["aug_generator"])
         restore_rng_state(ckpt["rng"])
         self.state = TrainState(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"])
+        for cb, cb_state in zip(self.callbacks, ckpt.get("callbacks", [])):
+            cb.load_state_dict(cb_state)
         self.logger.drop_after(self.state.global_step)
         if is_main():
             print(f"resumed from {path} (epoch {self.state.epoch}, step {self.state.global_step})")
@@ -211,6 +236,8 @@ class Trainer:
         elif reg is not None:
             self.scaler.scale(reg).backward()
         self._sync_gradients()
+        for cb in self.callbacks:
+            cb.after_backward(self, specs)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -232,6 +259,8 @@ class Trainer:
                   f"{list(self.backbone.widths)} | update mode: {cfg.recipe.update_mode} | "
                   f"{len(self.train_set)} images, {self.steps_per_epoch} steps/epoch, "
                   f"{cfg.train.epochs} epochs | device {self.device} x{self.dist.world_size}")
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
         progress = Progress(self.total_steps, desc="pretrain", initial=st.global_step,
                             print_every=cfg.train.log_every, mode=self.progress_mode)
         batch = cfg.data.batch_size * self.dist.world_size
@@ -246,6 +275,8 @@ class Trainer:
                 st.global_step += 1
                 st.step_in_epoch = i + 1
                 epoch_losses.append(logs["loss"])
+                for cb in self.callbacks:
+                    cb.on_step_end(self, logs)
                 progress.update(1, images=batch, loss=f"{logs['loss']:.3f}", lr=f"{logs['lr']:.3g}")
                 if st.global_step % cfg.train.log_every == 0 or st.global_step == 1:
                     self.logger.log(logs, st.global_step, st.epoch + (i + 1) / self.steps_per_epoch)
@@ -258,9 +289,13 @@ class Trainer:
             epoch_losses = []
             self.logger.log(summary, st.global_step, st.epoch, kind="epoch")
             st.history.append({"epoch": st.epoch, **summary})
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, st.epoch)
             if st.epoch % cfg.train.ckpt_every_epochs == 0 or st.epoch == cfg.train.epochs:
                 self.save()
         progress.close()
+        for cb in self.callbacks:
+            cb.on_fit_end(self)
         self.logger.close()
         return st.history
 

@@ -13,9 +13,9 @@ import os
 import sys
 from typing import Sequence
 
-from slimssl.cli import knn, plot, pretrain, profile
+from slimssl.cli import export, finetune, knn, linear, plot, pretrain, profile, select
 
-COMMANDS = [pretrain, knn, profile, plot]
+COMMANDS = [pretrain, knn, linear, finetune, profile, plot, export, select]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,11 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from slimssl.data.errors import DataError
     from slimssl.engine.checkpoint import CheckpointError
     from slimssl.engine.config import ConfigError
+    from slimssl.engine.trainer import NonFiniteLossError
 
     try:
         return int(args.func(args) or 0)
     except (ConfigError, DataError, CheckpointError, FileNotFoundError, PermissionError,
-            NotImplementedError, ValueError) as err:
+            NotImplementedError, ValueError, NonFiniteLossError) as err:
         if os.environ.get("SLIMSSL_DEBUG"):
             raise
         print(f"slimssl {args.command}: error: {err}", file=sys.stderr)

@@ -16,7 +16,7 @@ def evaluate_and_export(cfg: Config, backbone: SlimmableModel, run_dir: Path,
     ``results.{json,csv,md}``, ``accuracy_vs_macs.png`` and a printed table."""
     from slimssl.data import load_dataset
     from slimssl.data.views import eval_transform
-    from slimssl.eval.family import knn_family, recalibrate_if_universal
+    from slimssl.eval.family import bn_cache_for, knn_family, recalibrate_if_universal
     from slimssl.eval.plot import plot_accuracy_vs_macs
     from slimssl.eval.report import format_table, write_results
     from slimssl.export.extract import extract_subnet
@@ -32,8 +32,10 @@ def evaluate_and_export(cfg: Config, backbone: SlimmableModel, run_dir: Path,
     specs = backbone.family()
     ks = sorted({cfg.eval.knn_k, 20}, reverse=True)
     backbone.eval()
+    cache = bn_cache_for(backbone, run_dir, {"images": cfg.eval.recalib_images,
+                                             "data": str(d.path), "size": d.image_size})
     rows = knn_family(backbone, specs, train_set, test_set, ks, cfg.eval.knn_t,
-                      recalib_images=cfg.eval.recalib_images)
+                      recalib_images=cfg.eval.recalib_images, cache=cache)
     if cfg.eval.random_init_baseline:
         torch.manual_seed(cfg.train.seed)
         random_net = create(cfg.model.arch, widths=backbone.widths, norm=backbone.norm_mode,
@@ -45,7 +47,7 @@ def evaluate_and_export(cfg: Config, backbone: SlimmableModel, run_dir: Path,
     transform = eval_transform(train_set.mean, train_set.std)
     for spec, row in zip(specs, rows):
         recalibrate_if_universal(backbone, spec, train_set.images, transform,
-                                 cfg.eval.recalib_images)
+                                 cfg.eval.recalib_images, cache=cache)
         plain = extract_subnet(backbone, spec).cpu()
         save_subnet(plain, run_dir / "export" / spec.slug,
                     extra={"spec": spec.to_dict(), "mean": train_set.mean, "std": train_set.std,

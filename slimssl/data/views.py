@@ -116,6 +116,12 @@ _BYOL_2 = replace(_BYOL_1, blur_p=0.1, solarize_p=0.2)
 _SIMCLR = ViewSpec(crop_scale=(0.08, 1.0), jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5)
 
 
+# The embedded digits default (8x8 grey digits upsampled): no flips (a mirrored 2 is not a 2),
+# milder crops (a 20% crop of an 8x8 digit is mostly background), brightness/contrast only.
+_DIGITS = ViewSpec(crop_scale=(0.4, 1.0), flip_p=0.0, jitter=(0.4, 0.4, 0.0, 0.0),
+                   grayscale_p=0.0)
+
+
 def _no_blur(spec: ViewSpec) -> ViewSpec:
     return replace(spec, blur_p=0.0)
 
@@ -130,6 +136,7 @@ RECIPES: dict[str, tuple[ViewSpec, ViewSpec]] = {
     "byol_cifar": (_no_blur(_BYOL_1), _no_blur(_BYOL_2)),
     "mocov3_cifar": (_no_blur(_BYOL_1), _no_blur(_BYOL_2)),
     "simclr_cifar": (_no_blur(_SIMCLR), _no_blur(_SIMCLR)),
+    "digits": (_DIGITS, _DIGITS),
 }
 
 

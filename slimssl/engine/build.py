@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from slimssl.engine.config import Config, ConfigError
 from slimssl.methods.base import SSLMethod
+from slimssl.methods.byol import BYOL
 from slimssl.methods.mocov2 import MoCoV2
 from slimssl.methods.mocov3 import MoCoV3
+from slimssl.methods.simclr import MomentumSimCLR, SimCLR
+from slimssl.methods.simsiam import SimSiam
 from slimssl.models.registry import create
 from slimssl.nn.spec import SubnetSpec
 from slimssl.nn.switch import SlimmableModel
 from slimssl.recipes.base import Recipe
-from slimssl.recipes.slimclr import SlimCLR, individual, naive
+from slimssl.recipes.dspnet import DSPNet
+from slimssl.recipes.sampling import UniversalSandwich
+from slimssl.recipes.slimclr import SlimCLR, individual
+from slimssl.recipes.us3l import US3L, GroupReg
+from slimssl.recipes.usnet import NaiveSlimmable
 
 
 def build_backbone(cfg: Config) -> SlimmableModel:
@@ -20,6 +27,8 @@ def build_backbone(cfg: Config) -> SlimmableModel:
         kwargs["width_range"] = tuple(m.width_range)
     if m.depths is not None:
         kwargs["depth_choices"] = m.depths
+    if m.base_width is not None:
+        kwargs["base_width"] = m.base_width
     if cfg.recipe.name == "individual" and len(m.widths) != 1:
         raise ConfigError(f"recipe 'individual' trains one network: give exactly one width in "
                           f"model.widths, got {m.widths}")
@@ -34,9 +43,22 @@ def build_method(cfg: Config, backbone: SlimmableModel) -> SSLMethod:
     if m.name == "mocov3":
         return MoCoV3(backbone, m.proj_hidden or 4096, m.proj_dim, m.pred_hidden or 4096,
                       m.temperature)
-    raise NotImplementedError(
-        f"method {m.name!r} is not implemented yet (available: mocov2, mocov3); BYOL, SimSiam "
-        "and SimCLR arrive with the DSPNet/US3L recipes")
+    if m.name == "byol":
+        return BYOL(backbone, m.proj_hidden or 4096, m.proj_dim, m.pred_hidden or 4096)
+    if m.name == "simsiam":
+        return SimSiam(backbone, m.proj_hidden or 2048, m.proj_dim, m.pred_hidden or 512)
+    if m.name == "simclr":
+        return SimCLR(backbone, m.proj_hidden or 2048, m.proj_dim, m.temperature)
+    if m.name == "simclr_momentum":
+        return MomentumSimCLR(backbone, m.proj_hidden or 2048, m.proj_dim, m.pred_hidden or 2048,
+                              m.temperature, m.distill_head, m.distill_loss)
+    raise NotImplementedError(f"method {m.name!r} is not implemented")
+
+
+def _require_norm(cfg: Config, model: SlimmableModel, mode: str) -> None:
+    if model.norm_mode != mode:
+        raise ConfigError(f"recipe {cfg.recipe.name!r} needs model.norm={mode!r}, got "
+                          f"{model.norm_mode!r}")
 
 
 def build_recipe(cfg: Config, model: SlimmableModel) -> Recipe:
@@ -45,12 +67,26 @@ def build_recipe(cfg: Config, model: SlimmableModel) -> Recipe:
     if r.name == "slimclr":
         slow = cfg.train.epochs / 2 if r.slow_start_epochs is None else r.slow_start_epochs
         return SlimCLR(family, slow, r.distill, r.distill_temperature, r.weights)
-    if r.name in ("snet", "usnet") and model.norm_mode == "switchable":
-        return naive(family)
     if r.name == "individual":
         return individual(SubnetSpec(model.widths[0], model.stage_depths))
-    raise NotImplementedError(
-        f"recipe {r.name!r} is not implemented yet (available: slimclr, snet, individual)")
+    seed, epochs = cfg.train.seed, cfg.train.epochs
+    if r.name == "dspnet":
+        return DSPNet(family, r.num_sampled, r.warmup_full_epochs, seed)
+    if r.name == "snet":
+        _require_norm(cfg, model, "switchable")
+        return NaiveSlimmable(family=family, distill=r.inplace_distill,
+                              temperature=cfg.method.temperature)
+    w_min, w_max = model.width_range
+    if r.name == "usnet":
+        _require_norm(cfg, model, "universal")
+        return NaiveSlimmable(width_sampler=UniversalSandwich(w_min, w_max, r.num_sampled, seed),
+                              distill=r.inplace_distill, temperature=cfg.method.temperature)
+    if r.name == "us3l":
+        _require_norm(cfg, model, "universal")
+        reg = (GroupReg(r.group_reg, r.group_reg_alpha, r.group_reg_groups,
+                        r.group_reg_warmup_epochs) if r.group_reg > 0 else None)
+        return US3L(w_min, w_max, r.num_sampled, epochs, r.dynamic_sampling, reg, seed)
+    raise NotImplementedError(f"recipe {r.name!r} is not implemented")
 
 
 def load_pretrained(path: str, map_location: str = "cpu") -> tuple[Config, SSLMethod]:

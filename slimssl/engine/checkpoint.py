@@ -180,6 +180,10 @@ def latest_valid_checkpoint(directory: PathLike) -> Optional[Path]:
     return found[0] if found is not None else None
 
 
+_RESUME_FIX = ("pass a checkpoint file or a run directory that holds one, or --resume auto "
+               "(which starts from scratch while a run has no checkpoint yet)")
+
+
 def resolve_resume(resume: PathLike, map_location: Any = "cpu") -> tuple[Path, dict]:
     """Resolve ``--resume``: a file is loaded as is; a directory gives its newest valid checkpoint
     (also looking in ``DIR/checkpoints``). Raises :class:`CheckpointError` if nothing is found."""
@@ -191,8 +195,8 @@ def resolve_resume(resume: PathLike, map_location: Any = "cpu") -> tuple[Path, d
             found = load_latest_checkpoint(d, map_location)
             if found is not None:
                 return found
-        raise CheckpointError(f"--resume given but no valid checkpoint in {p}")
-    raise CheckpointError(f"--resume given but {p} does not exist")
+        raise CheckpointError(f"--resume given but no valid checkpoint in {p}; {_RESUME_FIX}")
+    raise CheckpointError(f"--resume given but {p} does not exist; {_RESUME_FIX}")
 
 
 def check_state_dict_compatible(

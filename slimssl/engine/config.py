@@ -10,6 +10,11 @@ enumerated string, use ``choice("default", "a", "b", ...)`` as the default. For 
 a dataclass and a field on :class:`Config`; nothing else needs to change.
 
 Only ``yaml.safe_load`` is used, for files and for ``--set a.b=value`` overrides.
+
+The defaults ARE the built-in default job (``slimssl pretrain`` with no arguments): SlimCLR-MoCov2
+on a small slimmable ResNet (CIFAR stem, widths [1, .75, .5, .25]) pre-trained on scikit-learn's
+embedded digits at 16x16, sized to finish in a few minutes on a 2-core laptop CPU. The paper
+recipes live in ``configs/*.yaml``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "EvalConfig",
+    "DiagnosticsConfig",
     "Config",
     "load_config",
     "apply_overrides",
@@ -66,12 +72,11 @@ def choice(default: Optional[str], *choices: str) -> Any:
 class DataConfig:
     """Dataset and loader settings (consumed by ``slimssl.data``)."""
 
-    dataset: str = "cifar10"
-    path: Optional[str] = None
-    image_size: int = 32
-    views: str = "mocov2_cifar"
+    path: Optional[str] = None  # None / "digits": the embedded default; a folder; "synthetic"
+    image_size: int = 16
+    views: str = "digits"
     train_fraction: float = 1.0
-    batch_size: int = 256
+    batch_size: int = 128
     num_workers: int = 4
     strict: bool = False
     cache_dir: Optional[str] = None
@@ -81,27 +86,33 @@ class DataConfig:
 class ModelConfig:
     """Backbone and sub-network family."""
 
-    arch: str = "resnet18"
+    arch: str = "resnet10_narrow"
     stem: str = choice("cifar", "cifar", "imagenet")
     widths: list[float] = field(default_factory=lambda: [1.0, 0.75, 0.5, 0.25])
-    norm: str = choice("switchable", "switchable", "universal", "batch")
+    norm: str = choice("switchable", "switchable", "universal")
     depths: Optional[list[list[int]]] = None
     width_range: Optional[list[float]] = None
+    base_width: Optional[int] = None  # ResNet stem width (64); DSPNet's expanded ResNet-34: 96
 
 
 @dataclass
 class MethodConfig:
     """SSL framework and its heads."""
 
-    name: str = choice("mocov2", "mocov2", "mocov3", "byol", "simsiam", "simclr")
+    name: str = choice("mocov2", "mocov2", "mocov3", "byol", "simsiam", "simclr",
+                       "simclr_momentum")
     proj_hidden: Optional[int] = None
     proj_dim: int = 128
     pred_hidden: Optional[int] = None
-    queue_size: int = 4096
+    queue_size: int = 1024
     temperature: float = 0.2
     momentum: float = 0.99
     momentum_schedule: str = choice("constant", "constant", "cosine")
     bn_splits: int = 1  # MoCo v2 split-BN groups within one process (1 = off)
+    # simclr_momentum (US3L): sub-networks distil the momentum teacher through an auxiliary
+    # head (distill_head) with a relative (infonce) or cosine loss
+    distill_head: bool = True
+    distill_loss: str = choice("infonce", "infonce", "cosine")
 
 
 @dataclass
@@ -115,12 +126,15 @@ class RecipeConfig:
     weights: str = choice("sum_others", "sum_others", "max_other", "proportional", "cumulative",
                           "uniform")
     num_sampled: int = 4
-    update_mode: str = choice("sum", "sum", "accumulate")
+    # None = the recipe's own: accumulate for dspnet (DSPNet Sec. 4.1), sum otherwise
+    update_mode: Optional[str] = choice(None, "sum", "accumulate")
     warmup_full_epochs: float = 0.0
     dynamic_sampling: bool = False
-    group_reg: float = 0.0
+    group_reg: float = 0.0  # US3L lambda (5e-5); > 0 replaces weight decay (optim.weight_decay=0)
     group_reg_alpha: float = 0.05
     group_reg_groups: int = 8
+    group_reg_warmup_epochs: float = 0.0
+    inplace_distill: str = choice("none", "none", "cosine", "infonce")  # snet / usnet baselines
 
 
 @dataclass
@@ -128,11 +142,11 @@ class OptimConfig:
     """Optimizer and learning-rate schedule (``engine.optim``, ``engine.schedule``)."""
 
     name: str = choice("sgd", "sgd", "lars")
-    lr: float = 0.06
+    lr: float = 0.1
     lr_scaling: str = choice("linear", "linear", "none")  # linear: lr * batch / 256
     weight_decay: float = 5e-4
     momentum: float = 0.9
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = 3.0  # lets the queue fill with real keys before large steps
     min_lr: float = 0.0
     lr_change_epoch: Optional[float] = None
     lr_change_to: Optional[float] = None
@@ -142,16 +156,16 @@ class OptimConfig:
 class TrainConfig:
     """Loop-level settings (``engine``)."""
 
-    epochs: int = 200
+    epochs: int = 20
     seed: int = 0
     amp: str = choice("none", "none", "bf16", "fp16")
     channels_last: bool = False
     compile: bool = False
-    grad_accum: int = 1
-    log_every: int = 50
-    ckpt_every_epochs: int = 10
+    log_every: int = 20
+    ckpt_every_epochs: int = 5
     ckpt_every_steps: int = 0  # 0 = off; extra mid-epoch checkpoints for long epochs
     keep_checkpoints: int = 3
+    skip_nonfinite: int = 0  # NaN/Inf loss steps that may be skipped before stopping (0: stop)
     device: str = "auto"
     deterministic: bool = False
     tensorboard: bool = True
@@ -163,13 +177,27 @@ class EvalConfig:
 
     knn_k: int = 200
     knn_t: float = 0.1
-    knn_every_epochs: int = 0
+    # Online per-width kNN monitor (engine.monitors.KnnMonitor): every N epochs and at the end,
+    # on a seeded bank of the train split and queries of the held-out split; 0 = off.
+    knn_every_epochs: int = 5
+    knn_monitor_bank: int = 5000
+    knn_monitor_queries: int = 1000
+    knn_monitor_batch: int = 256
     linear_epochs: int = 100
     linear_lr: float = 30.0
     linear_milestones: list[int] = field(default_factory=lambda: [60, 80])
     probe: str = choice("switchable", "switchable", "slimmable")
     recalib_images: int = 2000
-    random_init_baseline: bool = False  # also report kNN of a randomly initialised network
+    random_init_baseline: bool = True  # also report kNN of a randomly initialised network
+
+
+@dataclass
+class DiagnosticsConfig:
+    """Interference diagnostics (SlimCLR Fig. 3-4; ``slimssl.diagnostics``); 0 = off."""
+
+    grad_every: int = 0  # gradient-norm ratios every N steps
+    direction_every: int = 0  # last-linear-layer gradient snapshot every N steps
+    direction_layer: Optional[str] = None  # module name; None = the last linear layer
 
 
 @dataclass
@@ -183,13 +211,15 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    out_dir: str = "runs/default"
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    out_dir: str = "runs/slimclr-digits"
 
     @classmethod
     def from_dict(cls, d: Optional[dict]) -> "Config":
         """Build and validate a Config from a plain (YAML-like) dict; missing keys keep defaults."""
         cfg = _build(cls, d or {}, "")
         _validate_ranges(cfg)
+        _resolve_defaults(cfg)
         return cfg
 
     def to_dict(self) -> dict:
@@ -320,12 +350,35 @@ def _validate_ranges(cfg: Config) -> None:
         raise ConfigError("config keys 'optim.lr_change_epoch' and 'optim.lr_change_to' must be set together")
     for key, v in [("train.epochs", cfg.train.epochs), ("data.batch_size", cfg.data.batch_size),
                    ("method.bn_splits", cfg.method.bn_splits),
-                   ("train.keep_checkpoints", cfg.train.keep_checkpoints),
-                   ("train.grad_accum", cfg.train.grad_accum)]:
+                   ("train.keep_checkpoints", cfg.train.keep_checkpoints)]:
         if v < 1:
             raise ConfigError(f"config key '{key}': must be >= 1, got {v}")
+    for key, v in [("eval.knn_every_epochs", cfg.eval.knn_every_epochs),
+                   ("diagnostics.grad_every", cfg.diagnostics.grad_every),
+                   ("diagnostics.direction_every", cfg.diagnostics.direction_every)]:
+        if v < 0:
+            raise ConfigError(f"config key '{key}': must be >= 0 (0 = off), got {v}")
+    for key, v in [("eval.knn_monitor_bank", cfg.eval.knn_monitor_bank),
+                   ("eval.knn_monitor_queries", cfg.eval.knn_monitor_queries),
+                   ("eval.knn_monitor_batch", cfg.eval.knn_monitor_batch)]:
+        if v < 1:
+            raise ConfigError(f"config key '{key}': must be >= 1, got {v}")
+    if cfg.train.skip_nonfinite < 0:
+        raise ConfigError(f"config key 'train.skip_nonfinite': must be >= 0, got "
+                          f"{cfg.train.skip_nonfinite}")
     if not (0.0 < cfg.data.train_fraction <= 1.0):
         raise ConfigError(f"config key 'data.train_fraction': must be in (0, 1], got {cfg.data.train_fraction}")
+    if cfg.recipe.group_reg > 0 and cfg.optim.weight_decay != 0:
+        raise ConfigError(
+            f"config keys 'recipe.group_reg' ({cfg.recipe.group_reg}) and 'optim.weight_decay' "
+            f"({cfg.optim.weight_decay}): group regularization replaces weight decay on every "
+            "online parameter (US3L); set optim.weight_decay=0")
+
+
+def _resolve_defaults(cfg: Config) -> None:
+    """Fill settings whose default depends on another key (the saved config shows the value)."""
+    if cfg.recipe.update_mode is None:
+        cfg.recipe.update_mode = "accumulate" if cfg.recipe.name == "dspnet" else "sum"
 
 
 # --------------------------------------------------------------------------------------------

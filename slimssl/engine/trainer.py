@@ -21,6 +21,8 @@ epoch is saved, and so are every RNG stream, the optimizer, the scaler and the m
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,16 +31,18 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from slimssl.data import load_dataset, make_loader, make_views
+from slimssl.data import ImageTensorDataset, balanced_subset, load_dataset, make_loader, make_views
 from slimssl.dist import DistInfo, get_world_size, init_distributed, is_dist, is_main
 from slimssl.engine.build import build_backbone, build_method, build_recipe
 from slimssl.engine.checkpoint import (capture_rng_state, check_state_dict_compatible,
-                                       resolve_resume, restore_rng_state, save_checkpoint)
-from slimssl.engine.config import Config, config_to_dict, save_config
+                                       list_checkpoints, resolve_resume, restore_rng_state,
+                                       save_checkpoint)
+from slimssl.engine.config import Config, ConfigError, config_to_dict, save_config
 from slimssl.engine.ema import ema_update_
 from slimssl.engine.logging import MetricsLogger
 from slimssl.engine.optim import build_optimizer
 from slimssl.engine.progress import Progress
+from slimssl.engine.rundir import prepare_run_dir
 from slimssl.engine.schedule import build_lr_schedule, momentum_schedule, set_lr
 from slimssl.engine.seeding import derive_seed, seed_everything
 from slimssl.methods.base import SubnetOutput
@@ -65,8 +69,24 @@ class Callback:
         pass
 
 
+def _refuse_to_overwrite(run_dir: Path) -> None:
+    """A new run never mixes its checkpoints and metrics with an earlier run's."""
+    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise ConfigError(f"{run_dir} already holds a run with checkpoints: pass --resume auto to "
+                          "continue it, or choose another --out-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(run_dir, os.W_OK):
+        raise ConfigError(f"cannot write to the run directory {run_dir}: choose a writable "
+                          "--out-dir")
+
+
 class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN/Inf; names the step, the sub-network and the term."""
+    """A loss term became NaN/Inf; names the step, the sub-network and the term.
+
+    Raised before the optimizer step, so the weights (and every checkpoint on disk) are the last
+    good ones; under ``torchrun`` every rank raises at the same step (the flag rides on the
+    gradient all-reduce), so no rank is left waiting in a collective.
+    """
 
 
 @dataclass
@@ -74,13 +94,8 @@ class TrainState:
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
+    skipped_nonfinite: int = 0  # steps skipped under train.skip_nonfinite
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _detached(out: SubnetOutput) -> SubnetOutput:
-    return SubnetOutput(out.loss.detach(),
-                        None if out.similarities is None else out.similarities.detach(),
-                        out.embedding.detach())
 
 
 class Trainer:
@@ -92,12 +107,23 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.dist: DistInfo = init_distributed(cfg.train.device)
         self.device = self.dist.device
+        if is_main():
+            prepare_run_dir(self.run_dir)  # fail before any work, not at the first checkpoint
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         self.progress_mode = progress
 
         d = cfg.data
+        if resume is None and is_main():
+            _refuse_to_overwrite(self.run_dir)
         self.train_set = load_dataset(d.path, "train", d.image_size, seed=cfg.train.seed,
                                       strict=d.strict, cache_dir=d.cache_dir)
+        if d.train_fraction < 1.0:
+            if not isinstance(self.train_set, ImageTensorDataset):
+                raise ConfigError("data.train_fraction needs an in-memory dataset; this folder "
+                                  "streams from disk: make a smaller folder instead")
+            keep = balanced_subset(self.train_set.labels, fraction=d.train_fraction,
+                                   seed=cfg.train.seed, num_samples=len(self.train_set))
+            self.train_set = self.train_set.subset(keep)
         self.loader = make_loader(self.train_set, d.batch_size, shuffle=True, drop_last=True,
                                   seed=cfg.train.seed, rank=self.dist.rank,
                                   world_size=self.dist.world_size, num_workers=d.num_workers,
@@ -144,6 +170,7 @@ class Trainer:
             "epoch": self.state.epoch,
             "step_in_epoch": self.state.step_in_epoch,
             "global_step": self.state.global_step,
+            "skipped_nonfinite": self.state.skipped_nonfinite,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
         }
 
@@ -155,7 +182,14 @@ class Trainer:
                                 keep=self.cfg.train.keep_checkpoints)
 
     def _resume(self, resume: str) -> None:
+        """``auto``: the run's newest valid checkpoint, or a fresh start while it has none (so
+        one command line serves the first launch and every ``torchrun`` elastic restart); a
+        path must hold a valid checkpoint."""
         source = self.run_dir / "checkpoints" if resume == "auto" else Path(resume)
+        if resume == "auto" and not list_checkpoints(source):
+            if is_main():
+                print(f"--resume auto: no checkpoint in {source} yet; starting from scratch")
+            return
         path, ckpt = resolve_resume(source)
         check_state_dict_compatible(self.method.state_dict(), ckpt["method"], "model")
         self.method.load_state_dict(ckpt["method"])
@@ -164,7 +198,8 @@ class Trainer:
         self.recipe.load_state_dict(ckpt["recipe"])
         self.aug_generator.set_state(ckpt["aug_generator"])
         restore_rng_state(ckpt["rng"])
-        self.state = TrainState(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"])
+        self.state = TrainState(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"],
+                                ckpt.get("skipped_nonfinite", 0))
         for cb, cb_state in zip(self.callbacks, ckpt.get("callbacks", [])):
             cb.load_state_dict(cb_state)
         self.logger.drop_after(self.state.global_step)
@@ -176,27 +211,51 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype,
                               enabled=self.amp_dtype is not None)
 
-    def _check_finite(self, value: torch.Tensor, spec_label: str, term: str) -> None:
-        if not torch.isfinite(value).all():
-            raise NonFiniteLossError(
-                f"non-finite {term} ({value.item()}) at step {self.state.global_step} "
-                f"(epoch {self.state.epoch}) for sub-network {spec_label}; the last good "
-                f"checkpoint is in {self.run_dir / 'checkpoints'} — lower the learning rate or "
-                "use amp=bf16 instead of fp16")
+    def _nonfinite(self, value: torch.Tensor, spec_label: str, term: str) -> str | None:
+        """None if ``value`` is finite, else the problem in words (step numbers as in logs)."""
+        if torch.isfinite(value).all():
+            return None
+        return (f"non-finite {term} ({value.detach().float().sum().item()}) at step "
+                f"{self.state.global_step + 1} (epoch {self.state.epoch}) for sub-network "
+                f"{spec_label}")
 
-    def _sync_gradients(self) -> None:
+    def _handle_nonfinite(self, problem: str | None) -> None:
+        """Count a skipped step within ``train.skip_nonfinite``, else stop naming the last good
+        checkpoint (nothing is saved: the optimizer has not stepped)."""
+        budget = self.cfg.train.skip_nonfinite
+        if self.state.skipped_nonfinite < budget:
+            self.state.skipped_nonfinite += 1
+            if is_main():
+                print(f"skipping step {self.state.global_step + 1}: "
+                      f"{problem or 'non-finite loss on another rank'} "
+                      f"({self.state.skipped_nonfinite}/{budget} skips used)")
+            return
+        saved = list_checkpoints(self.run_dir / "checkpoints")
+        last = f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint yet"
+        raise NonFiniteLossError(
+            f"{problem or 'non-finite loss on another rank'}; training stopped, {last} — resume "
+            "with --resume auto after lowering optim.lr (or use train.amp=bf16 instead of fp16), "
+            f"or set train.skip_nonfinite (now {budget}) to skip up to that many such steps")
+
+    def _sync_gradients(self, finite: bool) -> bool:
+        """Average gradients across ranks; returns whether the loss was finite on EVERY rank.
+
+        The flag rides on the same all-reduce as the gradients, so ranks agree on stopping or
+        skipping without an extra collective.
+        """
         if not (is_dist() and get_world_size() > 1):
-            return
+            return finite
         grads = [p.grad for p in self.method.online.parameters() if p.grad is not None]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
+        flat = torch.cat([g.reshape(-1) for g in grads] + [flag])
         dist.all_reduce(flat)
+        all_finite = bool(flat[-1] == 0)
         flat /= get_world_size()
         offset = 0
         for g in grads:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
+        return all_finite
 
     def train_step(self, images: torch.Tensor, epoch_f: float) -> dict[str, float]:
         cfg, method, recipe = self.cfg, self.method, self.recipe
@@ -212,16 +271,19 @@ class Trainer:
         accumulate = cfg.recipe.update_mode == "accumulate"
         teacher: SubnetOutput | None = None
         total = None
+        problem: str | None = None
         logs: dict[str, torch.Tensor] = {}
         for i, spec in enumerate(specs):
             with self._autocast():
                 out = method.subnet_forward(views, spec, target)
                 term = recipe.subnet_loss(i, specs, out, teacher)
-            self._check_finite(term, spec.label, "loss term")
+            problem = (problem or self._nonfinite(out.loss, spec.label, f"{cfg.method.name} loss")
+                       or self._nonfinite(term, spec.label,
+                                          f"weighted loss term (distill={cfg.recipe.distill})"))
             logs[f"loss/{spec.label}"] = out.loss.detach()
             logs[f"std/{spec.label}"] = out.embedding.detach().float().std(0).mean()
             if i == 0:
-                teacher = _detached(out)
+                teacher = out.detach()
             if accumulate:
                 self.scaler.scale(term).backward()
                 total = term.detach() if total is None else total + term.detach()
@@ -231,11 +293,16 @@ class Trainer:
         if reg is not None:
             total = total + reg
             logs["loss/reg"] = reg.detach()
+            problem = problem or self._nonfinite(reg, "(all)", "weight regularization")
         if not accumulate:
             self.scaler.scale(total).backward()
         elif reg is not None:
             self.scaler.scale(reg).backward()
-        self._sync_gradients()
+        if not self._sync_gradients(problem is None):
+            self._handle_nonfinite(problem)
+            self.optimizer.zero_grad(set_to_none=True)  # no step, no EMA, nothing enqueued
+            return {"loss": float("nan"), "lr": lr, "num_subnets": len(specs),
+                    "skipped_nonfinite": self.state.skipped_nonfinite}
         for cb in self.callbacks:
             cb.after_backward(self, specs)
         self.scaler.step(self.optimizer)
@@ -248,7 +315,8 @@ class Trainer:
         method.end_iteration(target)
         logs["loss"] = total.detach()
         out_logs = {k: float(v) for k, v in logs.items()}
-        out_logs.update(lr=lr, momentum=m, num_subnets=len(specs))
+        out_logs.update(lr=lr, momentum=m, num_subnets=len(specs),
+                        skipped_nonfinite=self.state.skipped_nonfinite)
         return out_logs
 
     # ---------------------------------------------------------------- the loop
@@ -274,7 +342,8 @@ class Trainer:
                 logs = self.train_step(images, st.epoch + i / self.steps_per_epoch)
                 st.global_step += 1
                 st.step_in_epoch = i + 1
-                epoch_losses.append(logs["loss"])
+                if math.isfinite(logs["loss"]):  # a skipped non-finite step has no loss
+                    epoch_losses.append(logs["loss"])
                 for cb in self.callbacks:
                     cb.on_step_end(self, logs)
                 progress.update(1, images=batch, loss=f"{logs['loss']:.3f}", lr=f"{logs['lr']:.3g}")

@@ -17,11 +17,12 @@ matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
 
-from slimssl.eval.report import HEADERS, read_results  # noqa: E402
+from slimssl.eval.report import header, read_results  # noqa: E402
 
-__all__ = ["plot_accuracy_vs_macs", "plot_runs"]
+__all__ = ["plot_accuracy_vs_macs", "plot_runs", "plot_metrics"]
 
 FIGSIZE = (7.0, 5.0)
+ACCURACY = "accuracy"  # the y key of plot_metrics' per-metric lines
 DPI = 150
 
 
@@ -79,8 +80,8 @@ def plot_accuracy_vs_macs(
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
                 ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("MACs (G, log scale)")
-        ax.set_ylabel(f"{HEADERS.get(metric, metric)} (%)")
-        ax.set_title(title or f"{HEADERS.get(metric, metric)} vs MACs")
+        ax.set_ylabel(f"{header(metric)} (%)")
+        ax.set_title(title or f"{header(metric)} vs MACs")
         ax.grid(True, which="both", alpha=0.3)
         if plotted:
             ax.legend(loc="lower right")
@@ -110,3 +111,15 @@ def plot_runs(
             name = f"{name} ({i})"
         runs[name] = read_results(d)
     return plot_accuracy_vs_macs(runs, metric, path)
+
+
+def plot_metrics(rows: Sequence[dict], metrics: Sequence[str], path: str | Path,
+                 title: str | None = None) -> Path:
+    """One run, several protocols: one line per metric in ``metrics`` that any row has
+    (e.g. kNN, switchable / slimmable linear probes, semi-supervised), against MACs."""
+    runs = {
+        header(m): [{**r, ACCURACY: r[m]} for r in rows if _valid(r.get(m))]
+        for m in metrics
+        if any(_valid(r.get(m)) for r in rows)
+    }
+    return plot_accuracy_vs_macs(runs, ACCURACY, path, title or "Accuracy vs MACs")

@@ -2,8 +2,9 @@
 
 Rows are plain dicts, one per sub-network, using the keys of :data:`COLUMNS` (missing
 keys or ``None``/NaN are shown as ``-``); a ``knn_top1_k{k}`` for another ``k`` gets its
-own column. Extra keys are kept in ``results.json`` and
-appended to ``results.csv``. This mirrors the width -> (params, MACs, accuracy) tables of
+own column, and so does each semi-supervised protocol ``semisup_{finetune|linear}_{N}pct_top1``
+(these replace the generic ``semisup_top1`` column when it is empty). Extra keys are kept in
+``results.json`` and appended to ``results.csv``. This mirrors the width -> (params, MACs, accuracy) tables of
 SlimCLR (Zhao et al.) and DSPNet (Wang et al.). Cost is reported as MACs
 (multiply-accumulates), not FLOPs.
 """
@@ -25,6 +26,8 @@ __all__ = [
     "markdown_table",
     "write_results",
     "read_results",
+    "merge_results",
+    "header",
 ]
 
 # (row key, header, number format)
@@ -47,10 +50,21 @@ MISSING = "-"
 
 
 _KNN_KEY = re.compile(r"^knn_top1_k(\d+)$")
+_SEMISUP_KEY = re.compile(r"^semisup_(finetune|linear)_([0-9.]+)pct_top1$")
+_SEMISUP_NAMES = {"finetune": "FT", "linear": "lin"}
+
+
+def _semisup_columns(rows: Sequence[dict]) -> list[tuple[str, str, str]]:
+    """One column per semi-supervised protocol present (fine-tune before linear, 1% before 10%)."""
+    found = {(m.group(1), float(m.group(2))) for r in rows for key in r
+             if (m := _SEMISUP_KEY.match(key))}
+    return [(f"semisup_{p}_{pct:g}pct_top1", f"Semi-sup {_SEMISUP_NAMES[p]} {pct:g}% top-1",
+             "{:.2f}") for p, pct in sorted(found)]
 
 
 def _columns(rows: Sequence[dict]) -> list[tuple[str, str, str]]:
-    """:data:`COLUMNS` plus any other ``knn_top1_k{k}`` present (e.g. a non-default k)."""
+    """:data:`COLUMNS` plus any other ``knn_top1_k{k}`` present (e.g. a non-default k) and the
+    per-protocol semi-supervised columns."""
     extra_k = sorted(
         {int(m.group(1)) for r in rows for key in r if (m := _KNN_KEY.match(key))}
         - {200, 20},
@@ -59,7 +73,17 @@ def _columns(rows: Sequence[dict]) -> list[tuple[str, str, str]]:
     cols = list(COLUMNS)
     pos = COLUMN_KEYS.index("knn_top1_k20") + 1
     cols[pos:pos] = [(f"knn_top1_k{k}", f"kNN@{k} top-1", "{:.2f}") for k in extra_k]
+    semisup = _semisup_columns(rows)
+    if semisup:
+        pos = [k for k, _, _ in cols].index("semisup_top1")
+        generic_empty = all(_is_missing(r.get("semisup_top1")) for r in rows)
+        cols[pos + (not generic_empty):pos + 1] = semisup
     return cols
+
+
+def header(key: str) -> str:
+    """Column header of ``key``, also for the dynamic kNN / semi-supervised columns."""
+    return next((h for k, h, _ in _columns([{key: 0.0}]) if k == key), key)
 
 
 def subnet_label(width: float, depth: Sequence[int] | None = None) -> str:
@@ -164,3 +188,24 @@ def read_results(run_dir: str | Path) -> list[dict]:
         path = path / "results.json"
     data = json.loads(path.read_text())
     return list(data["rows"] if isinstance(data, dict) else data)
+
+
+def merge_results(run_dir: str | Path, rows: Sequence[dict], key: str = "subnet") -> list[dict]:
+    """Merge ``rows`` into the run's existing results (matched by ``key``, the sub-network
+    label), write all three files and return the merged rows.
+
+    New values overwrite old ones of the same column; other columns (kNN, params, MACs) stay;
+    members not yet in the table are appended. Without ``results.json`` the rows are written
+    as they are.
+    """
+    path = Path(run_dir) / "results.json"
+    merged = read_results(path) if path.exists() else []
+    index = {r.get(key): r for r in merged}
+    for row in rows:
+        if row.get(key) in index:
+            index[row[key]].update(row)
+        else:
+            merged.append(dict(row))
+            index[row.get(key)] = merged[-1]
+    write_results(run_dir, merged)
+    return merged

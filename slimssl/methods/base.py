@@ -9,7 +9,7 @@ recipes'), and no optimizer (the engine's, which also performs the EMA update of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -28,12 +28,29 @@ class SubnetOutput:
         similarities: raw (temperature-free) similarities of the queries with the candidates,
             rows = queries, column layout fixed per iteration; what SlimCLR distils (Eq. 4).
             ``None`` for methods without candidates (BYOL, SimSiam).
-        embedding: the L2-normalised online output (embedding distillation, collapse monitor).
+        embedding: the L2-normalised online output (embedding distillation, collapse monitor);
+            for two-view methods both views stacked ``[view 1; view 2]``. A student's side of
+            inplace distillation.
+        target_embedding: what this member offers as a *teacher* when it is not the same as
+            ``embedding``: the L2-normalised projections ``z`` (views stacked) of a method with
+            a predictor, which SimSiam/BYOL-style students regress (US3L Table 1,
+            "S-Net+Distill"). ``None`` means ``embedding``.
     """
 
     loss: torch.Tensor
     similarities: torch.Tensor | None
     embedding: torch.Tensor
+    target_embedding: torch.Tensor | None = None
+
+    @property
+    def teacher_embedding(self) -> torch.Tensor:
+        """The outputs a student distils from (``target_embedding``, else ``embedding``)."""
+        return self.embedding if self.target_embedding is None else self.target_embedding
+
+    def detach(self) -> "SubnetOutput":
+        """A copy with every tensor detached (the largest member as the online teacher)."""
+        return SubnetOutput(**{f.name: None if getattr(self, f.name) is None
+                               else getattr(self, f.name).detach() for f in fields(self)})
 
 
 class SSLMethod(nn.Module):
@@ -65,6 +82,23 @@ class SSLMethod(nn.Module):
         individual network)."""
         with self.target.subnet(self.target.full_spec):
             return self.target(x)
+
+    def project_views(self, views: tuple[torch.Tensor, torch.Tensor], spec: SubnetSpec,
+                      predict: bool = True
+                      ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Online projections ``z_v`` of both views at ``spec`` and, when the encoder has a
+        predictor and ``predict`` is set, its predictions ``p_v = predictor(z_v)`` (else
+        ``None``).
+
+        Predictor methods need both: ``p`` is the loss's online side, ``z`` what a student
+        distils from (``SubnetOutput.target_embedding``) or what US3L's full network uses.
+        """
+        enc = self.online
+        with enc.subnet(spec):
+            zs = [enc.projector(enc.backbone(v)) for v in views]
+            if enc.predictor is None or not predict:
+                return zs, None
+            return zs, [enc.predictor(z) for z in zs]
 
     @torch.no_grad()
     def target_forward(self, views: tuple[torch.Tensor, torch.Tensor]) -> Any:

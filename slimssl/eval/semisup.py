@@ -1,0 +1,152 @@
+"""Semi-supervised evaluation of every sub-network on a 1% / 10% labelled subset.
+
+Protocol of DSPNet appendix 0.A.3 (following SwAV): the training set is replaced by a seeded,
+class-balanced 1% or 10% subset, saved to the run directory so that every member and every
+re-run sees the same labels. Two variants:
+
+* ``finetune`` (DSPNet's default, Fig. 5): backbone AND classifier train, with distinct learning
+  rates 0.001 (backbone) and 0.02 (classifier). Members share weights, so each member is
+  fine-tuned on its own copy of the backbone; its score is that of the fine-tuned member alone.
+* ``linear`` (DSPNet Tab. 1b, as SEED/DisCo): a linear classifier on frozen features,
+  configured as the DSPNet linear probe (0.A.2) but lr 0.02 for 50 epochs -- one switchable
+  probe per member, all trained in one pass by :mod:`slimssl.eval.linear_eval`.
+
+DSPNet does not state the fine-tuning epochs or schedule; :class:`FinetuneRecipe` defaults to
+20 epochs, batch 256, SGD momentum 0.9 with cosine decay (both rates decay together).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Hashable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimssl.data import eval_transform, make_loader
+from slimssl.eval.features import Recalibrate, extract_features
+from slimssl.eval.linear_eval import (SEMISUP_LINEAR, Log, Mode, ProbeRecipe, linear_eval,
+                                      linear_view, schedule_scale)
+from slimssl.eval.subsets import balanced_label_subset, load_subset, save_subset
+
+__all__ = ["FinetuneRecipe", "subset_path", "labelled_subset", "finetune_member",
+           "finetune_family", "semisup_linear", "fraction_tag"]
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """Fine-tuning hyper-parameters (DSPNet 0.A.3 learning rates; epochs/schedule our choice)."""
+
+    epochs: int = 20
+    backbone_lr: float = 0.001
+    head_lr: float = 0.02
+    batch_size: int = 256
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+
+def fraction_tag(fraction: float) -> str:
+    """``0.01 -> "1pct"``: names subset files and results columns
+    (``semisup_{protocol}_{tag}_top1``, see :mod:`slimssl.eval.report`)."""
+    return f"{fraction * 100:g}pct"
+
+
+def subset_path(run_dir: str | Path, fraction: float, seed: int) -> Path:
+    """Where the labelled subset of ``fraction`` and ``seed`` lives in a run directory."""
+    return Path(run_dir) / "subsets" / f"labelled_{fraction_tag(fraction)}_seed{seed}.json"
+
+
+def labelled_subset(labels: torch.Tensor, fraction: float, run_dir: str | Path,
+                    seed: int = 0) -> tuple[torch.Tensor, Path]:
+    """Indices of the class-balanced ``fraction`` subset, saved to (or re-read from) the run.
+
+    A saved subset is reused only if it was drawn from a training set of the same size, so a
+    changed dataset can never be paired silently with stale indices."""
+    path = subset_path(run_dir, fraction, seed)
+    if path.exists():
+        meta = json.loads(path.read_text())
+        if meta.get("num_train") == int(labels.numel()):
+            return load_subset(path), path
+    idx = balanced_label_subset(labels, fraction, seed)
+    save_subset(idx, path, fraction=fraction, seed=seed, num_train=int(labels.numel()))
+    return idx, path
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    n = max(1, y.shape[0])
+    return {"top1": 100.0 * float((top[:, 0] == y).sum()) / n,
+            "top5": 100.0 * float((top == y[:, None]).any(1).sum()) / n}
+
+
+def finetune_member(model: nn.Module, spec: Hashable, train_set, test_set, num_classes: int,
+                    recipe: FinetuneRecipe = FinetuneRecipe(), recalibrate: Recalibrate | None = None,
+                    image_size: int | None = None, seed: int = 0,
+                    log: Log | None = None) -> dict[str, float]:
+    """Fine-tune a COPY of ``model`` at ``spec`` plus a new linear classifier on ``train_set``;
+    ``{"top1", "top5", "feature_dim"}`` on ``test_set``. ``model`` itself is left untouched."""
+    device = next(model.parameters()).device
+    net = copy.deepcopy(model)
+    transform = eval_transform(train_set.mean, train_set.std, image_size)
+    size = image_size or int(train_set.images.shape[-1])
+    view = linear_view(size, train_set.mean, train_set.std)
+    loader = make_loader(train_set, min(recipe.batch_size, len(train_set)), shuffle=True,
+                         drop_last=False, seed=seed, device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with net.subnet(spec):
+        if recalibrate is not None:
+            recalibrate(net, spec)
+        dim = extract_features(net, None, train_set.images[:2], transform).shape[1]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            head = nn.Linear(dim, num_classes).to(device)
+        groups = [{"params": list(net.parameters()), "base_lr": recipe.backbone_lr},
+                  {"params": list(head.parameters()), "base_lr": recipe.head_lr}]
+        opt = torch.optim.SGD(groups, lr=recipe.head_lr, momentum=recipe.momentum,
+                              weight_decay=recipe.weight_decay)
+        total, step, start = max(1, recipe.epochs * len(loader)), 0, time.perf_counter()
+        net.train()
+        for epoch in range(recipe.epochs):
+            loader.set_epoch(epoch)
+            for x, y in loader:
+                scale = schedule_scale("cosine", step, total, recipe.epochs)
+                for g in opt.param_groups:
+                    g["lr"] = g["base_lr"] * scale
+                loss = F.cross_entropy(head(net(view(x.to(device), gen))), y.to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+            if log is not None:
+                log(f"finetune {getattr(spec, 'label', spec)} epoch {epoch + 1}/{recipe.epochs} "
+                    f"loss {float(loss.detach()):.4f} ({time.perf_counter() - start:.0f} s)")
+        feats = extract_features(net, None, test_set.images, transform)
+    with torch.no_grad():
+        logits = head(feats.to(device))
+    return {**_accuracy(logits.cpu(), test_set.labels), "feature_dim": dim}
+
+
+def finetune_family(model: nn.Module, specs: Sequence[Hashable], train_set, test_set,
+                    num_classes: int, recipe: FinetuneRecipe = FinetuneRecipe(),
+                    recalibrate: Recalibrate | None = None, image_size: int | None = None,
+                    seed: int = 0, log: Log | None = None) -> dict[Hashable, dict[str, float]]:
+    """:func:`finetune_member` for every member (each from the same pre-trained weights)."""
+    return {spec: finetune_member(model, spec, train_set, test_set, num_classes, recipe,
+                                  recalibrate, image_size, seed, log) for spec in specs}
+
+
+def semisup_linear(model: nn.Module, specs: Sequence[Hashable], train_set, test_set,
+                   num_classes: int, recipe: ProbeRecipe = SEMISUP_LINEAR, mode: Mode = "fast",
+                   recalibrate: Recalibrate | None = None, image_size: int | None = None,
+                   seed: int = 0, log: Log | None = None) -> dict[Hashable, dict[str, float]]:
+    """DSPNet 0.A.3 semi-supervised linear evaluation: one probe per member (switchable),
+    all members in one pass on the labelled subset ``train_set``."""
+    results = linear_eval(model, specs, train_set, test_set, num_classes, recipe, mode,
+                          ("switchable",), recalibrate=recalibrate, image_size=image_size,
+                          seed=seed, log=log)
+    return results["switchable"]

@@ -1,6 +1,5 @@
 """Switchable / slimmable linear probes and SlimCLR Appendix A (Zhao et al.)."""
 
-import pytest
 import torch
 from torch import nn
 
@@ -14,15 +13,6 @@ from slimssl.eval.linear_probe import (
 )
 
 D64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny matrices: intra-op threads only add contention on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _separable(n_per_class=60, num_classes=4, dim=16, seed=0):

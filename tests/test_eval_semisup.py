@@ -59,7 +59,7 @@ def setup():
 def test_finetune_each_member_on_a_copy(setup):
     model, train, test = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    recipe = FinetuneRecipe(epochs=4, batch_size=32, backbone_lr=0.01, head_lr=0.1)
+    recipe = FinetuneRecipe(epochs=6, batch_size=32, backbone_lr=0.01, head_lr=0.1)
     res = finetune_family(model, SPECS, train, test, 10, recipe)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert res[SPECS[0]]["feature_dim"] == 2 * res[SPECS[1]]["feature_dim"]

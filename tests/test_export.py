@@ -18,15 +18,6 @@ STANDARD = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.ReLU, nn.MaxPool2d, nn.Adap
             nn.Identity, nn.Sequential)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convs on shared cores run faster on one thread (no OpenMP spin contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _trained_stats(model, specs, size=32):
     model.train()
     with torch.no_grad():

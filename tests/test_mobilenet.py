@@ -21,15 +21,6 @@ WIDTHS = (1.0, 0.75, 0.5, 0.25)
 FACTORIES = {"v2": mobilenet_v2, "v3": mobilenet_v3_large}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Intra-op threads spin badly on a small shared CPU; one thread is ~10x faster there."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _x(seed: int = 0, n: int = 2) -> torch.Tensor:
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 

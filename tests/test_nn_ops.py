@@ -14,15 +14,6 @@ WIDTHS = (1.0, 0.75, 0.5, 0.25)
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convs on shared cores run faster on one thread (no OpenMP spin contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _switch(module: nn.Module, width: float) -> None:
     set_subnet(module, SubnetSpec(width))
 

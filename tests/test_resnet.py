@@ -15,15 +15,6 @@ WIDTHS = (1.0, 0.75, 0.5, 0.25)
 FAMILY_18_34 = [(2, 2, 2, 2), (3, 4, 6, 3), (2, 4, 2, 3), (3, 2, 6, 2)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convs on shared cores run faster on one thread (no OpenMP spin contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _populate_stats(model: SlimmableModel, specs, size: int = 8, steps: int = 1) -> None:
     """A few train-mode passes per member so switchable BN statistics are not the defaults."""
     model.train()

@@ -15,7 +15,7 @@ from slimssl.methods.mocov2 import MoCoV2, shuffled_forward
 from slimssl.methods.mocov3 import MoCoV3
 from slimssl.models import create
 from slimssl.nn import SlimBatchNorm2d, SubnetSpec
-from slimssl.recipes.slimclr import SlimCLR, individual, naive
+from slimssl.recipes.slimclr import SlimCLR, individual
 
 WIDTHS = [1.0, 0.75, 0.5, 0.25]
 FAMILY = [SubnetSpec(w) for w in WIDTHS]
@@ -56,9 +56,9 @@ def test_total_loss_matches_eq7_by_hand():
     assert float(total) == pytest.approx(expected, rel=1e-5)
 
 
-def test_naive_and_individual_are_plain_sums():
+def test_all_techniques_off_is_a_plain_sum_and_individual_is_one_loss():
     outs = [_out(v, [[0.0, 1.0]]) for v in (1.0, 2.0, 3.0, 4.0)]
-    recipe = naive(FAMILY)
+    recipe = SlimCLR(FAMILY, slow_start_epochs=0, distill="none", weights="uniform")
     total = sum(float(recipe.subnet_loss(i, FAMILY, o, outs[0])) for i, o in enumerate(outs))
     assert total == pytest.approx(10.0)
     single = individual(SubnetSpec(0.5))

@@ -17,15 +17,6 @@ from slimssl.models.vit import vit_small, vit_tiny
 from slimssl.nn import SlimLayerNorm, SlimLinear, SubnetSpec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Intra-op threads spin badly on a small shared CPU; one thread is ~10x faster there."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _x(seed: int = 0) -> torch.Tensor:
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 

@@ -13,9 +13,9 @@ import os
 import sys
 from typing import Sequence
 
-from slimssl.cli import export, finetune, knn, linear, plot, pretrain, profile, select
+from slimssl.cli import diagnose, export, finetune, knn, linear, plot, pretrain, profile, select
 
-COMMANDS = [pretrain, knn, linear, finetune, profile, plot, export, select]
+COMMANDS = [pretrain, knn, linear, finetune, profile, plot, export, select, diagnose]
 
 
 def build_parser() -> argparse.ArgumentParser:

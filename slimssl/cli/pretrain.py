@@ -25,20 +25,24 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from slimssl.cli.diagnose import diagnose, format_summary
     from slimssl.cli.report import evaluate_and_export
     from slimssl.dist import is_main
+    from slimssl.engine.callbacks import build_callbacks
     from slimssl.engine.trainer import Trainer
 
     cfg = config_from_args(args)
     run_dir = Path(cfg.out_dir)
     start = time.perf_counter()
-    trainer = Trainer(cfg, run_dir, resume=args.resume, progress=args.progress)
+    trainer = Trainer(cfg, run_dir, resume=args.resume, progress=args.progress,
+                      callbacks=build_callbacks(cfg))
     history = trainer.fit()
     if not is_main():
         return 0
     if history:
         print(f"loss: epoch {history[0]['epoch']} {history[0]['loss']:.4f} -> epoch "
               f"{history[-1]['epoch']} {history[-1]['loss']:.4f}")
+    print(format_summary(diagnose(run_dir)))
     if not args.no_eval:
         evaluate_and_export(cfg, trainer.method.online.backbone, run_dir,
                             f"{cfg.recipe.name}-{cfg.method.name}")

@@ -22,7 +22,7 @@ def evaluate_and_export(cfg: Config, backbone: SlimmableModel, run_dir: Path,
     from slimssl.export.extract import extract_subnet
     from slimssl.export.io import save_subnet
     from slimssl.export.profile import count_macs, count_params
-    from slimssl.models.registry import create
+    from slimssl.engine.build import build_backbone
 
     d = cfg.data
     train_set = load_dataset(d.path, "train", d.image_size, seed=cfg.train.seed,
@@ -37,9 +37,8 @@ def evaluate_and_export(cfg: Config, backbone: SlimmableModel, run_dir: Path,
     rows = knn_family(backbone, specs, train_set, test_set, ks, cfg.eval.knn_t,
                       recalib_images=cfg.eval.recalib_images, cache=cache)
     if cfg.eval.random_init_baseline:
-        torch.manual_seed(cfg.train.seed)
-        random_net = create(cfg.model.arch, widths=backbone.widths, norm=backbone.norm_mode,
-                            stem=cfg.model.stem).to(next(backbone.parameters()).device)
+        torch.manual_seed(cfg.train.seed)  # the run's own initialisation, never trained
+        random_net = build_backbone(cfg).to(next(backbone.parameters()).device)
         base = knn_family(random_net, specs, train_set, test_set, ks, cfg.eval.knn_t,
                           recalib_images=cfg.eval.recalib_images)
         for row, b in zip(rows, base):

@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["stage_boundaries", "slow_start_epoch", "curves", "phase_means", "last_values"]
+__all__ = ["STAGE_KIND", "GRAD_KIND", "KNN_KIND", "stage_boundaries", "slow_start_epoch",
+           "curves", "phase_means", "last_values"]
 
 Record = Mapping[str, object]
+# record kinds (TensorBoard tags are ``<kind>/<metric>``: ``eval/knn/top1/w0.50``)
+STAGE_KIND, GRAD_KIND, KNN_KIND = "stage", "diag", "eval"
 
 
 def _of_kind(records: Iterable[Record], kind: str) -> list[Record]:
@@ -26,12 +29,12 @@ def _finite(v: object) -> bool:
 
 def stage_boundaries(records: Sequence[Record]) -> list[float]:
     """Epochs (exact, fractional) at which the trained set of sub-networks changed."""
-    return [float(r["epoch_start"]) for r in _of_kind(records, "stage")[1:]]
+    return [float(r["epoch_start"]) for r in _of_kind(records, STAGE_KIND)[1:]]
 
 
 def slow_start_epoch(records: Sequence[Record]) -> float | None:
     """The epoch at which sub-networks joined a full-network-only start, or None."""
-    stages = _of_kind(records, "stage")
+    stages = _of_kind(records, STAGE_KIND)
     for prev, cur in zip(stages, stages[1:]):
         if prev["num_subnets"] == 1 and cur["num_subnets"] > 1:
             return float(cur["epoch_start"])

@@ -45,6 +45,7 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 _NAME_RE = re.compile(r"^ckpt_epoch(\d+)_step(\d+)\.pt$")
+_BLOCKED_GLOBAL = re.compile(r"unsupported (?:global: )?GLOBAL ([\w.]+)", re.IGNORECASE)
 
 
 class CheckpointError(RuntimeError):
@@ -154,7 +155,15 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict:
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling error means "unusable file"
-        raise CheckpointError(f"checkpoint {path} cannot be loaded safely: {type(e).__name__}: {e}") from e
+        blocked = _BLOCKED_GLOBAL.search(str(e))
+        if blocked:  # torch's own text would suggest weights_only=False: never for slimssl
+            raise CheckpointError(
+                f"checkpoint {path} cannot be loaded safely: it asks for {blocked.group(1)}, "
+                "which no slimssl checkpoint holds and which could run code on load, so it is "
+                "refused; use a checkpoint written by slimssl (or weights in safetensors)") from e
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"checkpoint {path} cannot be loaded safely: "
+                              f"{type(e).__name__}: {first_line}") from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
     return obj

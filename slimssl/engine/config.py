@@ -214,12 +214,14 @@ class Config:
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     out_dir: str = "runs/slimclr-digits"
 
+    def __post_init__(self) -> None:
+        _resolve_defaults(self)
+
     @classmethod
     def from_dict(cls, d: Optional[dict]) -> "Config":
         """Build and validate a Config from a plain (YAML-like) dict; missing keys keep defaults."""
         cfg = _build(cls, d or {}, "")
         _validate_ranges(cfg)
-        _resolve_defaults(cfg)
         return cfg
 
     def to_dict(self) -> dict:

@@ -3,8 +3,9 @@
 Each is a :class:`~slimssl.engine.trainer.Callback`: it observes and logs, never changes the
 training. The measurements themselves live in :mod:`slimssl.eval` (kNN) and
 :mod:`slimssl.diagnostics` (gradient ratios and directions, SlimCLR Sec. 3.2); this module only
-decides when to measure and where the numbers go (``metrics.jsonl``/CSV/TensorBoard records of
-kinds ``knn``, ``stage``, ``grad``; gradient snapshots under ``<run_dir>/diagnostics/``).
+decides when to measure and where the numbers go: ``metrics.jsonl``/CSV/TensorBoard records of
+the kinds named in :mod:`slimssl.diagnostics.records`, gradient snapshots under
+``<run_dir>/diagnostics/``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 
 from slimssl.data import ImageTensorDataset, balanced_subset, load_dataset
 from slimssl.data.errors import DataError
-from slimssl.diagnostics import SnapshotStore, flat_grad, grad_norm_ratios, last_linear, shared_layers
+from slimssl.diagnostics import (SnapshotStore, flat_grad, grad_norm_ratios, last_linear,
+                                 shared_layers)
+from slimssl.diagnostics.records import GRAD_KIND, KNN_KIND, STAGE_KIND
 from slimssl.dist import is_main
 from slimssl.engine.trainer import Callback, Trainer
 from slimssl.eval.family import knn_family
@@ -35,7 +38,7 @@ def _step_position(trainer: Trainer) -> tuple[int, float]:
 
 
 class StageMonitor(Callback):
-    """Logs a ``stage`` record whenever the set of trained sub-networks changes.
+    """Logs a stage record whenever the set of trained sub-networks changes.
 
     The boundaries every plot marks (SlimCLR's slow-start point, US3L's dynamic-sampling stages)
     are thus measured from what the recipe actually sampled, not re-derived from the config.
@@ -54,7 +57,7 @@ class StageMonitor(Callback):
         st = trainer.state
         trainer.logger.log({"num_subnets": len(specs), "min_width": signature[1],
                             "epoch_start": st.epoch + st.step_in_epoch / trainer.steps_per_epoch},
-                           step, epoch, kind="stage")
+                           step, epoch, kind=STAGE_KIND)
 
     def state_dict(self) -> dict[str, Any]:
         return {"last": self._last}
@@ -65,7 +68,7 @@ class StageMonitor(Callback):
 
 class GradRatioMonitor(Callback):
     """Every ``every`` steps, SlimCLR Fig. 3's gradient-norm ratios of the online encoder
-    (backbone + heads) from the step's full gradient, as a ``grad`` record."""
+    (backbone + heads) from the step's full gradient, as a ``diag`` record."""
 
     def __init__(self, every: int) -> None:
         self.every = every
@@ -80,7 +83,7 @@ class GradRatioMonitor(Callback):
             return
         ratios = grad_norm_ratios(self._layers)
         trainer.logger.log({**ratios.as_metrics(), "num_subnets": len(specs)}, step, epoch,
-                           kind="grad")
+                           kind=GRAD_KIND)
 
 
 class GradDirectionMonitor(Callback):
@@ -123,7 +126,8 @@ class KnnMonitor(Callback):
     which recalibration overwrites) are restored, the global torch RNG is forked, the trainer's
     augmentation generator is never touched, train/eval mode is restored. All ranks measure (so
     recalibration's all-reduce matches); rank 0 logs ``knn/top1/<width>``, ``knn/seconds`` and
-    ``knn/overhead`` (seconds / epoch time) as a ``knn`` record and prints one line.
+    ``knn/overhead`` (seconds / training time since the last check) as an ``eval`` record and
+    prints one line.
     """
 
     def __init__(self, every: int, bank_size: int, query_size: int, k: int = 200,
@@ -167,11 +171,11 @@ class KnnMonitor(Callback):
         epoch_time = trainer.state.history[-1]["epoch_time_s"] if trainer.state.history else 0.0
         epochs_since_check = epoch - (epoch - 1) // self.every * self.every
         overhead = seconds / (epoch_time * epochs_since_check) if epoch_time > 0 else float("nan")
-        metrics = {f"knn/top1/{slug}": acc for slug, acc in accuracy.items()}
+        metrics = {f"knn/top1/{label}": acc for label, acc in accuracy.items()}
         metrics.update({"knn/seconds": seconds, "knn/overhead": overhead})
-        trainer.logger.log(metrics, trainer.state.global_step, epoch, kind="knn")
+        trainer.logger.log(metrics, trainer.state.global_step, epoch, kind=KNN_KIND)
         if is_main():
-            accs = " | ".join(f"{slug} {acc:.1f}" for slug, acc in accuracy.items())
+            accs = " | ".join(f"{label} {acc:.1f}" for label, acc in accuracy.items())
             line = (f"kNN monitor, epoch {epoch}: {accs}  ({seconds:.1f} s, "
                     f"{100 * overhead:.1f}% of the training time since the last check)")
             if overhead > OVERHEAD_WARNING:
@@ -181,7 +185,7 @@ class KnnMonitor(Callback):
 
     @torch.no_grad()
     def measure(self, trainer: Trainer) -> dict[str, float]:
-        """Top-1 (%) per sub-network slug, training state untouched (see the class docstring)."""
+        """Top-1 (%) per sub-network label, training state untouched (see the class docstring)."""
         backbone = trainer.method.online.backbone
         saved = {name: buf.clone() for name, buf in backbone.named_buffers()}
         devices = [trainer.device] if trainer.device.type == "cuda" else []
@@ -192,4 +196,4 @@ class KnnMonitor(Callback):
         finally:
             for name, buf in backbone.named_buffers():
                 buf.copy_(saved[name])
-        return {spec.slug: row[f"knn_top1_k{self.k}"] for spec, row in zip(self.specs, rows)}
+        return {spec.label: row[f"knn_top1_k{self.k}"] for spec, row in zip(self.specs, rows)}

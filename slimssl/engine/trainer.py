@@ -34,7 +34,8 @@ import torch.distributed as dist
 from slimssl.data import ImageTensorDataset, balanced_subset, load_dataset, make_loader, make_views
 from slimssl.dist import DistInfo, get_world_size, init_distributed, is_dist, is_main
 from slimssl.engine.build import build_backbone, build_method, build_recipe
-from slimssl.engine.checkpoint import (capture_rng_state, check_state_dict_compatible,
+from slimssl.engine.checkpoint import (CheckpointError, capture_rng_state,
+                                       check_state_dict_compatible,
                                        list_checkpoints, resolve_resume, restore_rng_state,
                                        save_checkpoint)
 from slimssl.engine.config import Config, ConfigError, config_to_dict, save_config
@@ -89,6 +90,18 @@ class NonFiniteLossError(FloatingPointError):
     """
 
 
+class PeerFailureError(RuntimeError):
+    """A collective failed under ``torchrun``: another rank died (crash, kill, out of memory)."""
+
+
+def _raised_in_collective(err: BaseException) -> bool:
+    """Whether ``err`` came out of ``torch.distributed`` (the innermost Python frame is there)."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"torch{os.sep}distributed" in tb.tb_frame.f_code.co_filename
+
+
 @dataclass
 class TrainState:
     epoch: int = 0
@@ -96,6 +109,17 @@ class TrainState:
     global_step: int = 0
     skipped_nonfinite: int = 0  # steps skipped under train.skip_nonfinite
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _check_same_model(saved: dict[str, Any], cfg: Config, path: Path) -> None:
+    """Name the model settings that differ from the checkpoint's, before any shape error."""
+    current = config_to_dict(cfg)["model"]
+    diff = [f"model.{k}: checkpoint {saved[k]!r}, this run {current[k]!r}"
+            for k in current if k in saved and saved[k] != current[k]]
+    if diff:
+        raise CheckpointError(
+            f"checkpoint {path} is from another model ({'; '.join(diff)}); resume with the "
+            "checkpoint's model settings (its config.yaml) or start a new --out-dir")
 
 
 class Trainer:
@@ -191,6 +215,7 @@ class Trainer:
                 print(f"--resume auto: no checkpoint in {source} yet; starting from scratch")
             return
         path, ckpt = resolve_resume(source)
+        _check_same_model(ckpt.get("config", {}).get("model", {}), self.cfg, path)
         check_state_dict_compatible(self.method.state_dict(), ckpt["method"], "model")
         self.method.load_state_dict(ckpt["method"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -230,12 +255,31 @@ class Trainer:
                       f"{problem or 'non-finite loss on another rank'} "
                       f"({self.state.skipped_nonfinite}/{budget} skips used)")
             return
-        saved = list_checkpoints(self.run_dir / "checkpoints")
-        last = f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint yet"
         raise NonFiniteLossError(
-            f"{problem or 'non-finite loss on another rank'}; training stopped, {last} — resume "
+            f"{problem or 'non-finite loss on another rank'}; training stopped, "
+            f"{self._last_checkpoint()} — resume "
             "with --resume auto after lowering optim.lr (or use train.amp=bf16 instead of fp16), "
             f"or set train.skip_nonfinite (now {budget}) to skip up to that many such steps")
+
+    def _last_checkpoint(self) -> str:
+        saved = list_checkpoints(self.run_dir / "checkpoints")
+        return f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint yet"
+
+    def _step(self, images: torch.Tensor, epoch_f: float) -> dict[str, float]:
+        """:meth:`train_step`, turning a failed collective into a message that says what
+        happened (gloo/NCCL only report a reset connection or a timeout)."""
+        try:
+            return self.train_step(images, epoch_f)
+        except RuntimeError as err:
+            if not (is_dist() and _raised_in_collective(err)):
+                raise
+            backend = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise PeerFailureError(
+                f"rank {self.dist.rank}: exchanging data with the other ranks failed at step "
+                f"{self.state.global_step + 1}: another rank stopped (crashed, was killed or ran "
+                "out of memory; its log or torchrun's summary names it). The run stops; "
+                f"{self._last_checkpoint()} — resume with --resume auto (torchrun --max-restarts "
+                f"does this by itself). Backend: {backend}") from err
 
     def _sync_gradients(self, finite: bool) -> bool:
         """Average gradients across ranks; returns whether the loss was finite on EVERY rank.
@@ -339,7 +383,7 @@ class Trainer:
             for i, (images, _) in enumerate(self.loader):
                 if i < st.step_in_epoch:
                     continue  # resumed mid-epoch: this batch was already trained on
-                logs = self.train_step(images, st.epoch + i / self.steps_per_epoch)
+                logs = self._step(images, st.epoch + i / self.steps_per_epoch)
                 st.global_step += 1
                 st.step_in_epoch = i + 1
                 if math.isfinite(logs["loss"]):  # a skipped non-finite step has no loss

@@ -9,6 +9,7 @@ beyond ``tolerance`` is an error, so a broken export never reaches a device sile
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -45,8 +46,11 @@ def _write_and_reload(fmt: str, plain: nn.Module, directory: Path, example: torc
         save_subnet(plain, directory, extra)
         return load_subnet(directory)
     if fmt == "torchscript":
-        script_subnet(plain, path)
-        return torch.jit.load(str(path))
+        with warnings.catch_warnings():  # TorchScript's deprecation notice: offered knowingly
+            warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated",
+                                    category=FutureWarning)
+            script_subnet(plain, path)
+            return torch.jit.load(str(path))
     export_onnx(plain, path, example)
     return (lambda x: run_onnx(path, x)) if onnxruntime_available() else None
 

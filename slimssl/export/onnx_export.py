@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 INPUT_NAME, OUTPUT_NAME = "images", "features"
+# one self-contained .onnx file unless the weights approach protobuf's 2 GiB message limit, above
+# which they go to a side file (model.onnx.data) as the exporter requires
+_ONE_FILE_LIMIT = 1 << 30
 
 
 def onnx_available() -> bool:
@@ -34,13 +37,16 @@ def onnxruntime_available() -> bool:
 
 
 def export_onnx(module: nn.Module, path: str | Path, example: torch.Tensor) -> Path:
-    """Write ``module`` (eval mode) as ONNX with a symbolic batch dimension."""
+    """Write ``module`` (eval mode) as ONNX with a symbolic batch dimension (input
+    ``images``, output ``features``)."""
     require_onnx()
     path = Path(path)
     batch = torch.export.Dim("batch")
+    weight_bytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
     torch.onnx.export(module.eval(), (example,), str(path), dynamo=True, verbose=False,
                       input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                      dynamic_shapes=({0: batch},))
+                      dynamic_shapes=({0: batch},),
+                      external_data=weight_bytes > _ONE_FILE_LIMIT)
     return path
 
 

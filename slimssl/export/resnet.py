@@ -98,14 +98,14 @@ class PlainResNet(nn.Module):
             "stage_downsample": [bool(b) for b in stage_downsample],
             "num_classes": int(num_classes),
         }
-        if stem == "imagenet":
-            self.conv1 = nn.Conv2d(3, stem_channels, 7, 2, 3, bias=False)
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-        else:
-            self.conv1 = nn.Conv2d(3, stem_channels, 3, 1, 1, bias=False)
-            self.maxpool = nn.Identity()
+        # children registered in execution order (conv1, bn1, relu, maxpool, layer1..4), as
+        # torchvision's ResNet: detection backbones (IntermediateLayerGetter) run them in order
+        imagenet = stem == "imagenet"
+        self.conv1 = (nn.Conv2d(3, stem_channels, 7, 2, 3, bias=False) if imagenet
+                      else nn.Conv2d(3, stem_channels, 3, 1, 1, bias=False))
         self.bn1 = nn.BatchNorm2d(stem_channels)
         self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet else nn.Identity()
         block_cls = _PLAIN_BLOCKS[block]
         cin = stem_channels
         for i, (mid, cout, depth, down) in enumerate(

@@ -6,9 +6,9 @@ contrastive logits (Eq. 4-5; tau2 = 5.0 for MoCov2, 1.0 for MoCov3); (3) loss re
 (Eq. 6; Table 3e gives four schemes). Total (Eq. 7):
 ``L = lambda_1 L_1 + sum_{i>=2} lambda_i (L_i + L_p,i) / 2``.
 
-Each technique can be switched off for ablations; with all of them off this is the naive S-Net
-baseline (all widths, plain summed losses) — see :func:`naive`. One width alone is the
-individual-network baseline — see :func:`individual`.
+Each technique can be switched off for ablations (``slow_start_epochs=0``, ``distill="none"``,
+``weights="uniform"``); the naive S-Net baseline is :mod:`slimssl.recipes.usnet`. One width
+alone is the individual-network baseline — see :func:`individual`.
 """
 
 from __future__ import annotations
@@ -60,11 +60,6 @@ class SlimCLR(Recipe):
                 teacher_logits=teacher.similarities, q_student=out.embedding,
                 q_teacher=teacher.embedding, tau2=self.tau2)
         return weighted_term(index, lam[index], out.loss, distill)
-
-
-def naive(family: Sequence[SubnetSpec]) -> SlimCLR:
-    """S-Net + SSL without any technique: every width, unweighted sum (SlimCLR Eq. 2)."""
-    return SlimCLR(family, slow_start_epochs=0.0, distill="none", weights="uniform")
 
 
 def individual(spec: SubnetSpec) -> SlimCLR:

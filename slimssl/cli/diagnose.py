@@ -1,0 +1,151 @@
+"""``slimssl diagnose RUN_DIR``: plots and a summary of a run's interference diagnostics.
+
+Reads ``metrics.jsonl`` (gradient-norm ratios, collapse monitor, per-width kNN, stage changes)
+and the saved last-layer gradient snapshots, writes PNGs to ``RUN_DIR/diagnostics/`` with the
+slow-start (stage) boundaries marked, and prints what SlimCLR Sec. 3.2 asks to look at: the
+ratios before/after the slow-start point (Fig. 3), how stable the gradient direction is (Fig. 4),
+and per width the embedding spread (collapse) and kNN accuracy. ``slimssl pretrain`` prints the
+same summary at the end of a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from slimssl.diagnostics import (SnapshotStore, consecutive_cosine, plot_curves, plot_direction,
+                                 principal_projection)
+from slimssl.diagnostics.records import (GRAD_KIND, KNN_KIND, curves, last_values, phase_means,
+                                         slow_start_epoch, stage_boundaries)
+from slimssl.engine.config import load_config
+from slimssl.engine.logging import read_metrics
+from slimssl.engine.monitors import DIRECTION_DIR
+
+__all__ = ["diagnose", "format_summary", "add_parser"]
+
+
+def _embedding_dim(run_dir: Path) -> int | None:
+    try:
+        return load_config(str(run_dir / "config.yaml")).method.proj_dim
+    except (OSError, ValueError):
+        return None
+
+
+def _direction(run_dir: Path, out: Path, boundary: float | None, summary: dict) -> None:
+    snaps = SnapshotStore(run_dir / DIRECTION_DIR).load()
+    if snaps is None or len(snaps.steps) < 2:
+        return
+    proj, explained = principal_projection(snaps.grads)
+    summary["plots"].append(plot_direction(proj, snaps.epochs, out / "grad_direction.png",
+                                           explained=explained, boundary=boundary,
+                                           title=f"gradient direction: {snaps.layer}"))
+    cos = consecutive_cosine(snaps.grads).tolist()
+    split = -math.inf if boundary is None else boundary
+    phases = {"before": [c for c, e in zip(cos, snaps.epochs[1:]) if e <= split],
+              "after": [c for c, e in zip(cos, snaps.epochs[1:]) if e > split]}
+    summary["direction"] = {"snapshots": len(snaps.steps), "explained": explained.tolist(),
+                            **{k: sum(v) / len(v) if v else None for k, v in phases.items()}}
+
+
+def diagnose(run_dir: str | Path, out_dir: str | Path | None = None) -> dict:
+    """Write the diagnostic PNGs of ``run_dir`` and return the summary (see module docstring)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise FileNotFoundError(f"{run_dir} has no metrics.jsonl: pass a run directory of "
+                                "slimssl pretrain")
+    out = Path(out_dir) if out_dir is not None else run_dir / "diagnostics"
+    records = read_metrics(run_dir)
+    boundaries, slow = stage_boundaries(records), slow_start_epoch(records)
+    marks = dict(boundaries=boundaries, boundary_label="sub-networks change")
+    summary: dict = {"slow_start_epoch": slow, "boundaries": boundaries, "plots": []}
+
+    ratios = curves(records, GRAD_KIND, "grad/")
+    if "rest_over_wmin" in ratios:
+        params = ratios["param_rest_over_wmin"][1][-1]
+        summary["grad"] = {k: phase_means(records, GRAD_KIND, f"grad/{k}", slow)
+                           for k in ("rest_over_wmin", "full_over_wmin")}
+        summary["grad"]["param_rest_over_wmin"] = params
+        summary["plots"].append(plot_curves(
+            {"||g_rest|| / ||g_wmin||": ratios["rest_over_wmin"],
+             "||g_full|| / ||g_wmin||": ratios["full_over_wmin"]}, out / "grad_ratios.png",
+            title=f"gradient-norm ratios (|rest| / |wmin| = {params:.1f} parameters)",
+            ylabel="ratio of mean layer-wise norms", reference=(1.0, "equal norms"), **marks))
+    _direction(run_dir, out, slow, summary)
+
+    collapse = curves(records, "train", "std/")
+    if collapse:
+        dim = _embedding_dim(run_dir)
+        summary["collapse"] = last_values(records, "train", "std/", window=5)
+        summary["plots"].append(plot_curves(
+            collapse, out / "collapse.png", title="collapse monitor (0 = collapsed)",
+            ylabel="std of normalised embedding over the batch",
+            reference=(1 / math.sqrt(dim), "1/sqrt(dim): uniform") if dim else None, **marks))
+    knn = curves(records, KNN_KIND, "knn/top1/")
+    if knn:
+        summary["knn"] = last_values(records, KNN_KIND, "knn/top1/")
+        summary["knn_seconds"] = phase_means(records, KNN_KIND, "knn/seconds", None)["all"]
+        summary["knn_overhead"] = phase_means(records, KNN_KIND, "knn/overhead", None)["all"]
+        summary["plots"].append(plot_curves(knn, out / "knn_curves.png",
+                                            title="online kNN top-1 per sub-network",
+                                            ylabel="kNN top-1 (%)", **marks))
+    return summary
+
+
+def _fmt(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def format_summary(summary: dict) -> str:
+    """The printed form of :func:`diagnose`'s summary."""
+    lines = []
+    slow = summary["slow_start_epoch"]
+    if summary["boundaries"]:
+        lines.append("sub-networks change at epoch(s) "
+                     + ", ".join(f"{b:g}" for b in summary["boundaries"])
+                     + (f" (slow start ends at {slow:g})" if slow is not None else ""))
+    if "grad" in summary:
+        g = summary["grad"]
+        lines.append(f"gradient-norm ratios (SlimCLR Fig. 3; |rest|/|wmin| = "
+                     f"{g['param_rest_over_wmin']:.1f} params)   all   before  after slow start")
+        for key, label in (("rest_over_wmin", "||g_rest||/||g_wmin||"),
+                           ("full_over_wmin", "||g_full||/||g_wmin||")):
+            m = g[key]
+            lines.append(f"  {label:58s}{_fmt(m['all']):>6s} {_fmt(m['before']):>7s} "
+                         f"{_fmt(m['after']):>6s}")
+    if "direction" in summary:
+        d = summary["direction"]
+        ev = d["explained"] + [0.0]
+        lines.append(f"gradient direction (Fig. 4): {d['snapshots']} snapshots, "
+                     f"PC1 {100 * ev[0]:.0f}% PC2 {100 * ev[1]:.0f}% of variance; consecutive "
+                     f"cosine before {_fmt(d['before'])} / after {_fmt(d['after'])} the "
+                     "slow-start point")
+    widths = sorted(set(summary.get("collapse", {})) | set(summary.get("knn", {})), reverse=True)
+    if widths:
+        lines.append("per sub-network      " + "".join(f"{w:>9s}" for w in widths))
+        if "collapse" in summary:
+            lines.append("  collapse std (last) " + "".join(
+                f"{_fmt(summary['collapse'].get(w), 3):>9s}" for w in widths))
+        if "knn" in summary:
+            lines.append("  kNN top-1 (last)    " + "".join(
+                f"{_fmt(summary['knn'].get(w), 1):>9s}" for w in widths))
+            overhead = summary["knn_overhead"]
+            lines.append(f"  kNN monitor: {_fmt(summary['knn_seconds'], 1)} s per check, "
+                         f"{_fmt(None if overhead is None else 100 * overhead, 1)}% of the "
+                         "training time")
+    if summary["plots"]:
+        lines.append("plots: " + ", ".join(str(p) for p in summary["plots"]))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(format_summary(diagnose(args.run_dir, args.out)))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("diagnose", help="plot and summarise a run's diagnostics: gradient-norm "
+                       "ratios, gradient directions, collapse and per-width kNN (SlimCLR Fig. 3-4)")
+    p.add_argument("run_dir", help="a run directory of slimssl pretrain")
+    p.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/diagnostics)")
+    p.set_defaults(func=run)

@@ -1,0 +1,79 @@
+"""``slimssl linear`` / ``slimssl finetune`` on a tiny pre-trained run: results merge into the
+run's table by sub-network label, every row from its own member, and the plot is redrawn."""
+
+import json
+
+import pytest
+import torch
+
+from slimssl.cli import main
+from slimssl.data import load_dataset
+from slimssl.eval.subsets import per_class_count
+from slimssl.eval.report import read_results, write_results
+
+PRETRAIN = ["pretrain", "--data", "synthetic", "--epochs", "1", "--no-eval", "--progress", "off",
+            "--set", "model.arch=resnet10_narrow", "--set", "model.widths=[1.0,0.5]",
+            "--set", "data.image_size=8", "--set", "data.batch_size=32",
+            "--set", "method.queue_size=64"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    threads = torch.get_num_threads()  # module fixtures run before conftest's one-thread fixture
+    torch.set_num_threads(1)
+    try:
+        assert main([*PRETRAIN, "--out-dir", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    # an existing kNN table (as `slimssl knn` writes) plus a row of another member
+    write_results(out, [
+        {"subnet": "w1.00", "width": 1.0, "knn_top1_k200": 11.0, "params_m": 1.0, "macs_g": 0.004},
+        {"subnet": "w0.50", "width": 0.5, "knn_top1_k200": 12.0, "params_m": 0.3, "macs_g": 0.001},
+        {"subnet": "w0.10", "width": 0.1, "knn_top1_k200": 13.0},
+    ])
+    return out
+
+
+def test_linear_merges_switchable_and_slimmable_columns(run_dir, capsys):
+    assert main(["linear", str(run_dir), "--epochs", "2", "--distill"]) == 0
+    rows = {r["subnet"]: r for r in read_results(run_dir)}
+    assert [rows[s]["knn_top1_k200"] for s in ("w1.00", "w0.50", "w0.10")] == [11.0, 12.0, 13.0]
+    for s in ("w1.00", "w0.50"):
+        for key in ("linear_switchable_top1", "linear_switchable_top5",
+                    "linear_slimmable_top1", "linear_slimmable_top5"):
+            assert 0 <= rows[s][key] <= 100
+        assert rows[s]["linear_switchable_protocol"].startswith("dspnet fast 2ep")
+    assert rows["w1.00"]["feature_dim"] == 2 * rows["w0.50"]["feature_dim"]
+    assert "linear_switchable_top1" not in rows["w0.10"]
+    md = (run_dir / "results.md").read_text()
+    assert "Lin-sw top-1" in md and "Lin-sl top-1" in md
+    assert "linear_slimmable_top1" in (run_dir / "results.csv").read_text().splitlines()[0]
+    assert (run_dir / "accuracy_vs_macs.png").stat().st_size > 0
+    assert "Lin-sw top-1" in capsys.readouterr().out
+
+
+def test_finetune_and_linear_only_add_their_own_columns(run_dir):
+    assert main(["finetune", str(run_dir), "--fraction", "0.1", "--epochs", "1"]) == 0
+    assert main(["finetune", str(run_dir), "--fraction", "0.1", "--linear-only",
+                 "--epochs", "2"]) == 0
+    subset = json.loads((run_dir / "subsets" / "labelled_10pct_seed0.json").read_text())
+    labels = load_dataset("synthetic", "train", 8).labels
+    counts = torch.bincount(labels[subset["indices"]], minlength=10).tolist()
+    assert counts == [per_class_count(int(n), 0.1) for n in torch.bincount(labels)]
+    assert subset["num_train"] == len(labels)
+    rows = {r["subnet"]: r for r in read_results(run_dir)}
+    for s in ("w1.00", "w0.50"):
+        assert 0 <= rows[s]["semisup_finetune_10pct_top1"] <= 100
+        assert 0 <= rows[s]["semisup_linear_10pct_top1"] <= 100
+        assert "linear_slimmable_top1" in rows[s]  # earlier columns kept
+    md = (run_dir / "results.md").read_text()
+    assert "Semi-sup FT 10% top-1" in md and "Semi-sup lin 10% top-1" in md
+
+
+def test_bad_arguments_are_rejected(run_dir, capsys):
+    with pytest.raises(SystemExit):
+        main(["linear", str(run_dir), "--probe", "switchable,bogus"])
+    with pytest.raises(SystemExit):
+        main(["finetune", str(run_dir), "--fraction", "1.5"])
+    assert "--fraction must be in (0, 1]" in capsys.readouterr().err

@@ -51,18 +51,20 @@ def open_run(args: argparse.Namespace) -> EvalRun:
     d = cfg.data
     train = load_dataset(d.path, "train", d.image_size, seed=cfg.train.seed, cache_dir=d.cache_dir)
     test = load_dataset(d.path, "test", d.image_size, seed=cfg.train.seed, cache_dir=d.cache_dir)
+    if not (hasattr(train, "images") and hasattr(test, "images")):
+        raise NotImplementedError(
+            f"dataset {d.path!r} is streamed from disk (too large to hold in memory); linear and "
+            "semi-supervised evaluation need an in-memory dataset for now")
     if getattr(train, "labels", None) is None or getattr(test, "labels", None) is None:
         raise ValueError(f"dataset {d.path!r} has no labels; pass a labelled one with --data")
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-    recalibrate = None
-    if backbone.norm_mode == "universal":
-        transform = eval_transform(train.mean, train.std)
+    transform = eval_transform(train.mean, train.std)
 
-        def recalibrate(model, spec):
-            recalibrate_if_universal(model, spec, train.images, transform,
-                                     cfg.eval.recalib_images)
+    def recalibrate(model, spec) -> None:
+        recalibrate_if_universal(model, spec, train.images, transform, cfg.eval.recalib_images)
 
-    return EvalRun(cfg, backbone, run_dir, train, test, num_classes, recalibrate)
+    return EvalRun(cfg, backbone, run_dir, train, test, num_classes,
+                   recalibrate if backbone.norm_mode == "universal" else None)
 
 
 def _cost(run: EvalRun, spec) -> dict[str, float]:

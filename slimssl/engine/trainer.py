@@ -75,10 +75,6 @@ def _refuse_to_overwrite(run_dir: Path) -> None:
     if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
         raise ConfigError(f"{run_dir} already holds a run with checkpoints: pass --resume auto to "
                           "continue it, or choose another --out-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(run_dir, os.W_OK):
-        raise ConfigError(f"cannot write to the run directory {run_dir}: choose a writable "
-                          "--out-dir")
 
 
 class NonFiniteLossError(FloatingPointError):

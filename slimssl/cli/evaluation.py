@@ -32,7 +32,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="labelled dataset to evaluate on (default: the run's)")
     p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
     p.add_argument("--batch-size", type=int, help="training batch (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of probe init, batch order, augmentation and labelled subsets")
 
 
 def open_run(args: argparse.Namespace) -> EvalRun:

@@ -18,7 +18,7 @@ def evaluate_and_export(cfg: Config, backbone: SlimmableModel, run_dir: Path,
     from slimssl.data.views import eval_transform
     from slimssl.eval.family import bn_cache_for, knn_family, recalibrate_if_universal
     from slimssl.eval.plot import plot_accuracy_vs_macs
-    from slimssl.eval.report import format_table, write_results
+    from slimssl.eval.report import format_table, merge_results
     from slimssl.export.extract import extract_subnet
     from slimssl.export.io import save_subnet
     from slimssl.export.profile import count_macs, count_params
@@ -53,7 +53,7 @@ def evaluate_and_export(cfg: Config, backbone: SlimmableModel, run_dir: Path,
                            "image_size": d.image_size})
         row["params_m"] = count_params(plain) / 1e6
         row["macs_g"] = count_macs(plain, d.image_size) / 1e9
-    write_results(run_dir, rows)
+    rows = merge_results(run_dir, rows)  # keeps linear/semi-sup columns of earlier commands
     plot_accuracy_vs_macs({label: rows}, f"knn_top1_k{ks[0]}", run_dir / "accuracy_vs_macs.png")
     print(format_table(rows))
     return rows

@@ -183,10 +183,6 @@ class EvalConfig:
     knn_monitor_bank: int = 5000
     knn_monitor_queries: int = 1000
     knn_monitor_batch: int = 256
-    linear_epochs: int = 100
-    linear_lr: float = 30.0
-    linear_milestones: list[int] = field(default_factory=lambda: [60, 80])
-    probe: str = choice("switchable", "switchable", "slimmable")
     recalib_images: int = 2000
     random_init_baseline: bool = True  # also report kNN of a randomly initialised network
 

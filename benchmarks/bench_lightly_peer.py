@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--queue", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="lightly_peer", help="results/<OUT>.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -122,7 +123,7 @@ def main() -> None:
     print(f"MACs/image: slimssl {macs_slim / 1e6:.1f}M, lightly/torchvision {macs_peer / 1e6:.1f}M")
     print(f"MoCo v2 step, batch {args.batch}: slimssl {result['slimssl_step_s']:.3f} s, lightly "
           f"{result['lightly_step_s']:.3f} s -> slimssl/lightly {r:.2f}x (load {loadavg()[0]})")
-    write_result("lightly_peer", result)
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

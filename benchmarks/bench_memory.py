@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="memory", help="results/<OUT>.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -109,7 +110,7 @@ def main() -> None:
               "loadavg_end": loadavg(), "runs": runs}
     print(f"peak step memory / vanilla: sum {result['ratio_sum']:.2f}x, accumulate "
           f"{result['ratio_accumulate']:.2f}x")
-    write_result("memory", result)
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -40,16 +40,17 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def one_run(overrides: list[str]) -> tuple[float, list[list], object, int]:
-    """Build a fresh trainer, time ``fit()``; returns seconds, the specs of every step, the
-    backbone and the image size."""
+def one_run(overrides: list[str]) -> tuple[float, list[float], list[list], object, int]:
+    """Build a fresh trainer, time ``fit()``; returns seconds, each epoch's seconds, the specs
+    of every step, the backbone and the image size."""
     with temp_run_dir() as d:
         trainer = make_trainer(None, overrides, d)
         recorder = SpecRecorder(trainer)
         start = time.perf_counter()
-        trainer.fit()
+        history = trainer.fit()
         secs = time.perf_counter() - start
-        return secs, recorder.steps, trainer.backbone, trainer.cfg.data.image_size
+        epochs = [round(h["epoch_time_s"], 3) for h in history]
+        return secs, epochs, recorder.steps, trainer.backbone, trainer.cfg.data.image_size
 
 
 def main() -> None:
@@ -59,22 +60,26 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=1.0, help="data.train_fraction")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="slow_start", help="results/<OUT>.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     shared = [f"train.epochs={args.epochs}", f"data.batch_size={args.batch}",
               f"data.train_fraction={args.fraction}", "optim.warmup_epochs=0",
               "train.log_every=1000"]
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    epoch_times: dict[str, list[list[float]]] = {name: [] for name in VARIANTS}
     limits: dict[str, dict] = {}
     steps_per_run = 0
     load_before = loadavg()
     for _ in range(args.repeats):
         for name, extra in VARIANTS.items():
-            secs, steps, backbone, size = one_run(shared + extra)
+            secs, epochs, steps, backbone, size = one_run(shared + extra)
             times[name].append(secs)
+            epoch_times[name].append(epochs)
             limits[name] = flop_limit(steps, backbone, size)
             steps_per_run = len(steps)
-            print(f"{name:16s} {secs:7.2f} s ({len(steps)} steps, load {loadavg()[0]})")
+            print(f"{name:16s} {secs:7.2f} s ({len(steps)} steps, epochs {epochs} s, "
+                  f"load {loadavg()[0]})")
     median = {name: statistics.median(t) for name, t in times.items()}
     van_limit = limits["vanilla"]["limit"]
     result = {"machine": machine_info(args.threads), "args": vars(args), "shared_overrides": shared,
@@ -82,13 +87,14 @@ def main() -> None:
               "loadavg_before": load_before, "loadavg_after": loadavg(),
               "median_fit_s": {k: round(v, 3) for k, v in median.items()},
               "samples_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
+              "epoch_times_s": epoch_times,
               "ratio": {k: round(median[k] / median["vanilla"], 3) for k in VARIANTS},
               "flop_limit": {k: round(limits[k]["limit"] / van_limit, 3) for k in VARIANTS},
               "paper_ratio": round(33 / 20, 3)}
     for k in ("slow_start_half", "no_slow_start"):
         print(f"{k}: whole run {result['ratio'][k]:.2f}x vanilla (FLOP limit "
               f"{result['flop_limit'][k]:.2f}x)")
-    write_result("slow_start", result)
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

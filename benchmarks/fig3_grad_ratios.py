@@ -136,11 +136,12 @@ def summarize(args: argparse.Namespace) -> None:
                  method="mocov2", torch_threads=torch.get_num_threads())
     (RESULTS / "fig3_grad_ratios.json").write_text(json.dumps(
         {"setup": setup, "variants": summary}, indent=2))
+    def fmt(phases: dict) -> str:
+        return " ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in phases.items())
+
     for key, row in summary.items():
-        r, f = row["rest_over_wmin"], row["full_over_wmin"]
-        print(f"({key}) {row['name']:24s} rest/wmin all {r['all']:.2f} before {r['before']} "
-              f"after {r['after']} | full/wmin all {f['all']:.2f} | "
-              f"|rest|/|wmin| {row['param_rest_over_wmin']:.1f}")
+        print(f"({key}) {row['name']:24s} rest/wmin: {fmt(row['rest_over_wmin'])} | full/wmin: "
+              f"{fmt(row['full_over_wmin'])} | |rest|/|wmin| {row['param_rest_over_wmin']:.1f}")
 
 
 def main() -> None:

@@ -1,5 +1,8 @@
 """``slimssl finetune RUN --fraction 0.01|0.1``: semi-supervised evaluation of every member.
 
+``--slimmable`` instead trains all members together on the labels
+(:mod:`slimssl.cli.finetune_slimmable`).
+
 The labelled subset (seeded, class-balanced) is saved in the run directory. ``--linear-only``
 trains linear probes on the frozen backbone instead of fine-tuning it. The protocol flags form
 one mutually exclusive group, so further protocols join as one more flag each.
@@ -19,11 +22,17 @@ def _fraction(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from slimssl.cli import finetune_slimmable
     from slimssl.cli.evaluation import open_run, publish
     from slimssl.eval.linear_eval import SEMISUP_LINEAR, result_rows
     from slimssl.eval.semisup import (FinetuneRecipe, finetune_family, fraction_tag,
                                       labelled_subset, semisup_linear)
 
+    if args.protocol == "slimmable":
+        return finetune_slimmable.run(args)
+    if args.fraction is None:
+        raise SystemExit(f"slimssl finetune: --fraction is required for the {args.protocol} "
+                         "protocol (e.g. --fraction 0.01)")
     run_ = open_run(args)
     idx, path = labelled_subset(run_.train_set.labels, args.fraction, run_.run_dir, args.seed)
     train = run_.train_set.subset(idx)
@@ -47,21 +56,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
+    from slimssl.cli import finetune_slimmable
     from slimssl.cli.evaluation import add_common_arguments
 
     p = sub.add_parser("finetune", help="semi-supervised (1%% / 10%% labels) evaluation of "
                        "every member")
     add_common_arguments(p)
-    p.add_argument("--fraction", type=_fraction, required=True,
-                   help="labelled fraction of the training set, e.g. 0.01 or 0.1")
+    p.add_argument("--fraction", type=_fraction,
+                   help="labelled fraction of the training set, e.g. 0.01 or 0.1 (required; "
+                        "--slimmable: default 1.0)")
     protocol = p.add_mutually_exclusive_group()
     protocol.add_argument("--linear-only", dest="protocol", action="store_const", const="linear",
                           help="train a linear probe per member on the frozen backbone (DSPNet "
                                "0.A.3: lr 0.02, 50 epochs) instead of fine-tuning")
+    protocol.add_argument("--slimmable", dest="protocol", action="store_const",
+                          const="slimmable",
+                          help="train EVERY member together on the labels (sandwich rule, "
+                               "inplace distillation; DSPNet appendix 0.B) through the "
+                               "pre-training engine")
     p.set_defaults(protocol="finetune")
     p.add_argument("--lr-backbone", type=float,
                    help="fine-tuning lr of the backbone (default 0.001, DSPNet 0.A.3)")
     p.add_argument("--lr-head", type=float, help="lr of the classifier (default 0.02)")
     p.add_argument("--mode", default="fast", choices=["fast", "augment"],
                    help="--linear-only: cached features (fast) or augmented batches")
+    finetune_slimmable.add_arguments(p)
     p.set_defaults(func=run)

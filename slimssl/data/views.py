@@ -122,6 +122,12 @@ _DIGITS = ViewSpec(crop_scale=(0.4, 1.0), flip_p=0.0, jitter=(0.4, 0.4, 0.0, 0.0
                    grayscale_p=0.0)
 
 
+#: Supervised training / fine-tuning and linear probes (MoCo v2 / BYOL linear protocol, timm's
+#: ImageNet default): random resized crop (scale 0.08-1) and horizontal flip, no colour
+#: distortion. The ``supervised`` recipe's two views are alike; a classifier uses the first.
+SUPERVISED_VIEW = ViewSpec(crop_scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0)
+
+
 def _no_blur(spec: ViewSpec) -> ViewSpec:
     return replace(spec, blur_p=0.0)
 
@@ -137,6 +143,7 @@ RECIPES: dict[str, tuple[ViewSpec, ViewSpec]] = {
     "mocov3_cifar": (_no_blur(_BYOL_1), _no_blur(_BYOL_2)),
     "simclr_cifar": (_no_blur(_SIMCLR), _no_blur(_SIMCLR)),
     "digits": (_DIGITS, _DIGITS),
+    "supervised": (SUPERVISED_VIEW, SUPERVISED_VIEW),
 }
 
 

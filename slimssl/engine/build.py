@@ -9,6 +9,7 @@ from slimssl.methods.mocov2 import MoCoV2
 from slimssl.methods.mocov3 import MoCoV3
 from slimssl.methods.simclr import MomentumSimCLR, SimCLR
 from slimssl.methods.simsiam import SimSiam
+from slimssl.methods.supervised import SupervisedClassifier
 from slimssl.models.registry import create
 from slimssl.nn.spec import SubnetSpec
 from slimssl.nn.switch import SlimmableModel
@@ -16,6 +17,7 @@ from slimssl.recipes.base import Recipe
 from slimssl.recipes.dspnet import DSPNet
 from slimssl.recipes.sampling import UniversalSandwich
 from slimssl.recipes.slimclr import SlimCLR, individual
+from slimssl.recipes.supervised import SupervisedSlimmable, sandwich_sampler
 from slimssl.recipes.us3l import US3L, GroupReg
 from slimssl.recipes.usnet import NaiveSlimmable
 
@@ -52,6 +54,8 @@ def build_method(cfg: Config, backbone: SlimmableModel) -> SSLMethod:
     if m.name == "simclr_momentum":
         return MomentumSimCLR(backbone, m.proj_hidden or 2048, m.proj_dim, m.pred_hidden or 2048,
                               m.temperature, m.distill_head, m.distill_loss)
+    if m.name == "supervised":
+        return SupervisedClassifier(backbone, m.num_classes, m.label_smoothing)
     raise NotImplementedError(f"method {m.name!r} is not implemented")
 
 
@@ -70,6 +74,12 @@ def build_recipe(cfg: Config, model: SlimmableModel) -> Recipe:
     if r.name == "individual":
         return individual(SubnetSpec(model.widths[0], model.stage_depths))
     seed, epochs = cfg.train.seed, cfg.train.epochs
+    if r.name == "supervised":
+        if r.inplace_distill not in ("none", "kl"):
+            raise ConfigError(f"recipe 'supervised' distils soft labels: recipe.inplace_distill "
+                              f"must be 'kl' or 'none', got {r.inplace_distill!r}")
+        return SupervisedSlimmable(sandwich_sampler(model, r.num_sampled, seed),
+                                   distill=r.inplace_distill == "kl")
     if r.name == "dspnet":
         return DSPNet(family, r.num_sampled, r.warmup_full_epochs, seed)
     if r.name == "snet":

@@ -76,6 +76,9 @@ class DataConfig:
     image_size: int = 16
     views: str = "digits"
     train_fraction: float = 1.0
+    # train only on these indices of the train split (a saved labelled subset, e.g.
+    # RUN/subsets/labelled_10pct_seed0.json of `slimssl finetune --slimmable`)
+    subset_file: Optional[str] = None
     batch_size: int = 128
     num_workers: int = 4
     strict: bool = False
@@ -100,7 +103,7 @@ class MethodConfig:
     """SSL framework and its heads."""
 
     name: str = choice("mocov2", "mocov2", "mocov3", "byol", "simsiam", "simclr",
-                       "simclr_momentum")
+                       "simclr_momentum", "supervised")
     proj_hidden: Optional[int] = None
     proj_dim: int = 128
     pred_hidden: Optional[int] = None
@@ -113,13 +116,17 @@ class MethodConfig:
     # head (distill_head) with a relative (infonce) or cosine loss
     distill_head: bool = True
     distill_loss: str = choice("infonce", "infonce", "cosine")
+    # supervised (slimmable fine-tuning on labels, DSPNet appendix 0.B)
+    num_classes: Optional[int] = None
+    label_smoothing: float = 0.0
 
 
 @dataclass
 class RecipeConfig:
     """How sub-networks are trained together (``slimssl.recipes``)."""
 
-    name: str = choice("slimclr", "slimclr", "dspnet", "us3l", "usnet", "snet", "individual")
+    name: str = choice("slimclr", "slimclr", "dspnet", "us3l", "usnet", "snet", "individual",
+                       "supervised")
     slow_start_epochs: Optional[float] = None  # None = half the epochs (SlimCLR)
     distill: str = choice("ce", "ce", "mse", "kl_emb", "none")
     distill_temperature: float = 5.0
@@ -134,7 +141,8 @@ class RecipeConfig:
     group_reg_alpha: float = 0.05
     group_reg_groups: int = 8
     group_reg_warmup_epochs: float = 0.0
-    inplace_distill: str = choice("none", "none", "cosine", "infonce")  # snet / usnet baselines
+    # snet / usnet baselines: none, cosine, infonce; supervised: none or kl (soft labels)
+    inplace_distill: str = choice("none", "none", "cosine", "infonce", "kl")
 
 
 @dataclass
@@ -364,6 +372,19 @@ def _validate_ranges(cfg: Config) -> None:
     if cfg.train.skip_nonfinite < 0:
         raise ConfigError(f"config key 'train.skip_nonfinite': must be >= 0, got "
                           f"{cfg.train.skip_nonfinite}")
+    if cfg.data.subset_file is not None and cfg.data.train_fraction < 1.0:
+        raise ConfigError("config keys 'data.subset_file' and 'data.train_fraction' both choose "
+                          "the training images: set only one")
+    if (cfg.method.name == "supervised") != (cfg.recipe.name == "supervised"):
+        raise ConfigError(f"method 'supervised' and recipe 'supervised' go together (labels, "
+                          f"cross-entropy); got method {cfg.method.name!r}, recipe "
+                          f"{cfg.recipe.name!r}")
+    if cfg.method.name == "supervised" and (cfg.method.num_classes or 0) < 2:
+        raise ConfigError("config key 'method.num_classes': method 'supervised' needs the "
+                          f"number of classes (>= 2), got {cfg.method.num_classes}")
+    if not 0.0 <= cfg.method.label_smoothing < 1.0:
+        raise ConfigError(f"config key 'method.label_smoothing': must be in [0, 1), got "
+                          f"{cfg.method.label_smoothing}")
     if not (0.0 < cfg.data.train_fraction <= 1.0):
         raise ConfigError(f"config key 'data.train_fraction': must be in (0, 1], got {cfg.data.train_fraction}")
     if cfg.recipe.group_reg > 0 and cfg.optim.weight_decay != 0:

@@ -137,6 +137,7 @@ class KnnMonitor(Callback):
         self.bank: ImageTensorDataset | None = None
         self.queries: ImageTensorDataset | None = None
         self.specs: list = []
+        self._warned = False
 
     def on_fit_start(self, trainer: Trainer) -> None:
         cfg, train = trainer.cfg, trainer.train_set
@@ -178,7 +179,8 @@ class KnnMonitor(Callback):
             accs = " | ".join(f"{label} {acc:.1f}" for label, acc in accuracy.items())
             line = (f"kNN monitor, epoch {epoch}: {accs}  ({seconds:.1f} s, "
                     f"{100 * overhead:.1f}% of the training time since the last check)")
-            if overhead > OVERHEAD_WARNING:
+            if overhead > OVERHEAD_WARNING and not self._warned:
+                self._warned = True  # once per run: the advice does not change
                 line += ("; lower eval.knn_monitor_bank / eval.knn_monitor_queries or raise "
                          "eval.knn_every_epochs to make it cheaper")
             print(line)

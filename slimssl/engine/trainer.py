@@ -46,6 +46,7 @@ from slimssl.engine.progress import Progress
 from slimssl.engine.rundir import prepare_run_dir
 from slimssl.engine.schedule import build_lr_schedule, momentum_schedule, set_lr
 from slimssl.engine.seeding import derive_seed, seed_everything
+from slimssl.eval.subsets import load_subset
 from slimssl.methods.base import SubnetOutput
 
 
@@ -137,12 +138,14 @@ class Trainer:
             _refuse_to_overwrite(self.run_dir)
         self.train_set = load_dataset(d.path, "train", d.image_size, seed=cfg.train.seed,
                                       strict=d.strict, cache_dir=d.cache_dir)
-        if d.train_fraction < 1.0:
+        if d.train_fraction < 1.0 or d.subset_file is not None:
             if not isinstance(self.train_set, ImageTensorDataset):
-                raise ConfigError("data.train_fraction needs an in-memory dataset; this folder "
-                                  "streams from disk: make a smaller folder instead")
-            keep = balanced_subset(self.train_set.labels, fraction=d.train_fraction,
-                                   seed=cfg.train.seed, num_samples=len(self.train_set))
+                raise ConfigError("data.train_fraction / data.subset_file need an in-memory "
+                                  "dataset; this folder streams from disk: make a smaller folder "
+                                  "instead")
+            keep = (load_subset(d.subset_file) if d.subset_file is not None else
+                    balanced_subset(self.train_set.labels, fraction=d.train_fraction,
+                                    seed=cfg.train.seed, num_samples=len(self.train_set)))
             self.train_set = self.train_set.subset(keep)
         self.loader = make_loader(self.train_set, d.batch_size, shuffle=True, drop_last=True,
                                   seed=cfg.train.seed, rank=self.dist.rank,
@@ -261,11 +264,12 @@ class Trainer:
         saved = list_checkpoints(self.run_dir / "checkpoints")
         return f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint yet"
 
-    def _step(self, images: torch.Tensor, epoch_f: float) -> dict[str, float]:
+    def _step(self, images: torch.Tensor, epoch_f: float,
+              labels: torch.Tensor | None = None) -> dict[str, float]:
         """:meth:`train_step`, turning a failed collective into a message that says what
         happened (gloo/NCCL only report a reset connection or a timeout)."""
         try:
-            return self.train_step(images, epoch_f)
+            return self.train_step(images, epoch_f, labels)
         except RuntimeError as err:
             if not (is_dist() and _raised_in_collective(err)):
                 raise
@@ -297,7 +301,9 @@ class Trainer:
             offset += g.numel()
         return all_finite
 
-    def train_step(self, images: torch.Tensor, epoch_f: float) -> dict[str, float]:
+    def train_step(self, images: torch.Tensor, epoch_f: float,
+                   labels: torch.Tensor | None = None) -> dict[str, float]:
+        """One iteration; ``labels`` reach only a method that ``needs_labels`` (supervised)."""
         cfg, method, recipe = self.cfg, self.method, self.recipe
         lr = self.lr_at(self.state.global_step)
         set_lr(self.optimizer, lr)
@@ -306,7 +312,11 @@ class Trainer:
         if cfg.train.channels_last:
             views = tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
         with self._autocast():
-            target = method.target_forward(views)
+            if method.needs_labels:
+                labels = None if labels is None else labels.to(self.device, non_blocking=True)
+                target = method.target_forward(views, labels)
+            else:
+                target = method.target_forward(views)
         specs = recipe.sample(epoch_f)
         accumulate = cfg.recipe.update_mode == "accumulate"
         teacher: SubnetOutput | None = None
@@ -376,10 +386,10 @@ class Trainer:
         while st.epoch < cfg.train.epochs:
             self.loader.set_epoch(st.epoch)
             t0 = time.perf_counter()
-            for i, (images, _) in enumerate(self.loader):
+            for i, (images, labels) in enumerate(self.loader):
                 if i < st.step_in_epoch:
                     continue  # resumed mid-epoch: this batch was already trained on
-                logs = self._step(images, st.epoch + i / self.steps_per_epoch)
+                logs = self._step(images, st.epoch + i / self.steps_per_epoch, labels)
                 st.global_step += 1
                 st.step_in_epoch = i + 1
                 if math.isfinite(logs["loss"]):  # a skipped non-finite step has no loss

@@ -33,7 +33,8 @@ from typing import Callable, Hashable, Iterable, Iterator, Literal, Mapping, Seq
 import torch
 from torch import nn
 
-from slimssl.data import BatchAugment, ViewSpec, eval_transform, make_loader
+from slimssl.data import BatchAugment, eval_transform, make_loader
+from slimssl.data.views import SUPERVISED_VIEW
 from slimssl.eval.features import Recalibrate, features_per_subnet
 from slimssl.eval.linear_probe import LinearProbes, ProbeKind, evaluate_probes, probe_loss
 
@@ -94,7 +95,7 @@ SEMISUP_LINEAR = replace(RECIPES["dspnet"], name="semisup_linear", epochs=50, lr
 
 #: Augmentation of the linear-evaluation protocol (MoCo v2 / BYOL): random resized crop
 #: (scale 0.08-1) and horizontal flip, no colour distortion.
-LINEAR_VIEW = ViewSpec(crop_scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0)
+LINEAR_VIEW = SUPERVISED_VIEW
 
 
 def schedule_scale(schedule: str, step: int, total_steps: int, epochs: int,

@@ -2,7 +2,7 @@
 
 Rows are plain dicts, one per sub-network, using the keys of :data:`COLUMNS` (missing
 keys or ``None``/NaN are shown as ``-``); a ``knn_top1_k{k}`` for another ``k`` gets its
-own column, and so does each semi-supervised protocol ``semisup_{finetune|linear}_{N}pct_top1``
+own column, and so does each semi-supervised protocol ``semisup_{protocol}_{N}pct_top1``
 (these replace the generic ``semisup_top1`` column when it is empty). Extra keys are kept in
 ``results.json`` and appended to ``results.csv``. This mirrors the width -> (params, MACs, accuracy) tables of
 SlimCLR (Zhao et al.) and DSPNet (Wang et al.). Cost is reported as MACs
@@ -50,8 +50,10 @@ MISSING = "-"
 
 
 _KNN_KEY = re.compile(r"^knn_top1_k(\d+)$")
-_SEMISUP_KEY = re.compile(r"^semisup_(finetune|linear)_([0-9.]+)pct_top1$")
-_SEMISUP_NAMES = {"finetune": "FT", "linear": "lin"}
+_SEMISUP_KEY = re.compile(
+    r"^semisup_(finetune|linear|slimmable|slimmable_scratch|slimmable_single)_([0-9.]+)pct_top1$")
+_SEMISUP_NAMES = {"finetune": "FT", "linear": "lin", "slimmable": "slim-FT",
+                  "slimmable_scratch": "slim-FT scratch", "slimmable_single": "slim-FT single"}
 
 
 def _semisup_columns(rows: Sequence[dict]) -> list[tuple[str, str, str]]:

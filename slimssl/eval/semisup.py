@@ -35,7 +35,7 @@ from slimssl.eval.linear_eval import (SEMISUP_LINEAR, Log, Mode, ProbeRecipe, li
 from slimssl.eval.subsets import balanced_label_subset, load_subset, save_subset
 
 __all__ = ["FinetuneRecipe", "subset_path", "labelled_subset", "finetune_member",
-           "finetune_family", "semisup_linear", "fraction_tag"]
+           "finetune_family", "semisup_linear", "fraction_tag", "classify_family"]
 
 
 @dataclass(frozen=True)
@@ -150,3 +150,20 @@ def semisup_linear(model: nn.Module, specs: Sequence[Hashable], train_set, test_
                           ("switchable",), recalibrate=recalibrate, image_size=image_size,
                           seed=seed, log=log)
     return results["switchable"]
+
+
+def classify_family(classifier: nn.Module, specs: Sequence[Hashable], test_set,
+                    recalibrate: Recalibrate | None = None, batch_size: int = 256
+                    ) -> dict[Hashable, dict[str, float]]:
+    """Top-1/top-5 of every member of a slimmable CLASSIFIER (backbone + slimmable head, as
+    trained by ``slimssl finetune --slimmable``) on ``test_set``.
+
+    Each member's row comes from its own forward pass over the whole split, after
+    ``recalibrate(classifier, spec)`` when given (universal norm / depth families)."""
+    transform = eval_transform(test_set.mean, test_set.std)
+    results = {}
+    for spec in specs:
+        logits = extract_features(classifier, spec, test_set.images, transform, batch_size,
+                                  recalibrate=recalibrate)
+        results[spec] = _accuracy(logits, test_set.labels)
+    return results

@@ -62,6 +62,8 @@ class SSLMethod(nn.Module):
     """
 
     uses_momentum_target: bool = True
+    #: ``target_forward`` also receives the batch's labels (supervised fine-tuning).
+    needs_labels: bool = False
 
     def __init__(self, online: SlimEncoder) -> None:
         super().__init__()

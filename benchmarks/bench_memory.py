@@ -83,18 +83,21 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="memory", help="results/<OUT>.json")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config overrides (e.g. train.amp=bf16 on a GPU)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     shared = ["data.path=synthetic", f"data.image_size={args.image_size}",
               f"data.batch_size={args.batch}", f"model.arch={args.arch}",
-              "method.queue_size=1024", "method.bn_splits=1"]
+              "method.queue_size=1024", "method.bn_splits=1"] + args.set
     if args.child:
         print(json.dumps(child(args.child, shared, args.steps)))
         return
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     argv = [sys.executable, __file__, "--arch", args.arch, "--image-size", str(args.image_size),
             "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)]
+    argv += [a for s in args.set for a in ("--set", s)]
     runs = {}
     for mode in MODES:  # one fresh process each
         out = subprocess.run(argv + ["--child", mode], env=env, check=True, capture_output=True,

@@ -18,6 +18,7 @@ Usage::
 
     python benchmarks/bench_step_cost.py [--arch resnet10_narrow] [--image-size 32]
         [--batch 32] [--repeats 5] [--threads 1] [--recipes slimclr,dspnet,us3l]
+        [--set train.amp=bf16 --set train.channels_last=true]
 
 Writes ``benchmarks/results/step_cost.json``.
 """
@@ -80,11 +81,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--recipes", default="slimclr,dspnet,us3l")
     ap.add_argument("--out", default="step_cost")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config overrides for every trainer, e.g. train.amp=bf16 "
+                         "train.channels_last=true on a GPU")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     shared = ["data.path=synthetic", f"data.image_size={args.image_size}",
               f"data.batch_size={args.batch}", f"model.arch={args.arch}",
-              "method.queue_size=1024", "method.bn_splits=1"]
+              "method.queue_size=1024", "method.bn_splits=1"] + args.set
     result = {"machine": machine_info(args.threads), "args": vars(args),
               "method": "median over repeats of Trainer.train_step, vanilla/sum/accumulate "
                         "interleaved in one process; augmentation included on both sides",

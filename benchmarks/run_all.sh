@@ -43,4 +43,5 @@ else
     echo "skipping bench_lightly_peer.py: pip install lightly"
   fi
   $PY benchmarks/claims_cifar10.py --scale small --jobs 2
+  $PY benchmarks/plot_costs.py
 fi

@@ -6,6 +6,10 @@ slow-start (stage) boundaries marked, and prints what SlimCLR Sec. 3.2 asks to l
 ratios before/after the slow-start point (Fig. 3), how stable the gradient direction is (Fig. 4),
 and per width the embedding spread (collapse) and kNN accuracy. ``slimssl pretrain`` prints the
 same summary at the end of a run.
+
+``slimssl diagnose trajectory RUN_DIR [RUN_DIR ...]`` and ``slimssl diagnose landscape RUN_DIR
+[RUN_DIR ...]`` draw SlimCLR Fig. 5 (optimisation trajectory, error surface) from a run's weight
+snapshots: see :mod:`slimssl.cli.landscape`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from slimssl.diagnostics import (SnapshotStore, consecutive_cosine, plot_curves,
                                  principal_projection)
 from slimssl.diagnostics.records import (GRAD_KIND, KNN_KIND, curves, last_values, phase_means,
                                          slow_start_epoch, stage_boundaries)
+from slimssl.cli.landscape import MODES, add_arguments, landscape_report, trajectory_report
 from slimssl.engine.config import load_config
 from slimssl.engine.logging import read_metrics
 from slimssl.engine.monitors import DIRECTION_DIR
@@ -139,13 +144,28 @@ def format_summary(summary: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(format_summary(diagnose(args.run_dir, args.out)))
+    target = args.target
+    if target[0] in MODES and len(target) > 1:
+        args.runs = target[1:]
+        _, lines = (trajectory_report(args.runs, args.out) if target[0] == "trajectory"
+                    else landscape_report(args))
+        print("\n".join(lines))
+        return 0
+    if len(target) != 1:
+        raise SystemExit(f"slimssl diagnose: expected RUN_DIR, or one of {MODES} and run "
+                         f"directories; got {target}")
+    print(format_summary(diagnose(target[0], args.out)))
     return 0
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("diagnose", help="plot and summarise a run's diagnostics: gradient-norm "
-                       "ratios, gradient directions, collapse and per-width kNN (SlimCLR Fig. 3-4)")
-    p.add_argument("run_dir", help="a run directory of slimssl pretrain")
-    p.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/diagnostics)")
+                       "ratios, gradient directions, collapse and per-width kNN (SlimCLR Fig. 3-4);"
+                       " 'trajectory' / 'landscape' RUN_DIR [RUN_DIR ...]: optimisation "
+                       "trajectory and error surface, runs side by side (SlimCLR Fig. 5)")
+    p.add_argument("target", nargs="+", metavar="[trajectory|landscape] RUN_DIR",
+                   help="a run directory of slimssl pretrain; after trajectory/landscape, one or "
+                   "more (pre-trained with train.snapshot_every_epochs > 0)")
+    p.add_argument("--out", help="folder for the PNGs (default: (first) RUN_DIR/diagnostics)")
+    add_arguments(p.add_argument_group("trajectory / landscape"))
     p.set_defaults(func=run)

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["last_linear", "flat_grad", "SnapshotStore", "Snapshots", "principal_projection",
-           "consecutive_cosine"]
+__all__ = ["last_linear", "flat_grad", "SnapshotStore", "Snapshots", "principal_directions",
+           "principal_projection", "consecutive_cosine"]
 
 
 def last_linear(model: nn.Module, name: str | None = None) -> tuple[str, nn.Linear]:
@@ -96,24 +96,32 @@ class SnapshotStore:
                          [it["epoch"] for it in items], items[-1]["layer"])
 
 
-def principal_projection(grads: torch.Tensor, components: int = 2
+def principal_directions(rows: torch.Tensor, components: int = 2
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Projections (T, components) of the centred snapshots on their principal directions, and
-    the fraction of variance each direction explains.
+    """The first ``components`` principal directions (k, D) of ``rows`` (T, D), unit norm, in
+    float64, and the fraction of variance each explains (PCA: the rows are centred first).
 
     Each direction's sign is fixed so that its largest-magnitude coordinate is positive, which
-    makes the plot deterministic (an SVD's signs are arbitrary).
+    makes plots deterministic (an SVD's signs are arbitrary).
     """
-    if grads.ndim != 2 or grads.shape[0] < 2:
-        raise ValueError(f"need at least two snapshots (T, D), got shape {tuple(grads.shape)}")
-    x = grads.double() - grads.double().mean(0, keepdim=True)
+    if rows.ndim != 2 or rows.shape[0] < 2:
+        raise ValueError(f"need at least two snapshots (T, D), got shape {tuple(rows.shape)}")
+    x = rows.double() - rows.double().mean(0, keepdim=True)
     _, s, vh = torch.linalg.svd(x, full_matrices=False)
     k = min(components, vh.shape[0])
     v = vh[:k]
-    signs = torch.sign(v.gather(1, v.abs().argmax(1, keepdim=True)))
-    v = v * signs
+    v = v * torch.sign(v.gather(1, v.abs().argmax(1, keepdim=True)))
     explained = s.square() / s.square().sum().clamp_min(1e-300)
-    return (x @ v.T).float(), explained[:k].float()
+    return v, explained[:k]
+
+
+def principal_projection(grads: torch.Tensor, components: int = 2
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projections (T, components) of the centred snapshots on their principal directions
+    (:func:`principal_directions`), and the fraction of variance each direction explains."""
+    v, explained = principal_directions(grads, components)
+    x = grads.double() - grads.double().mean(0, keepdim=True)
+    return (x @ v.T).float(), explained.float()
 
 
 def consecutive_cosine(grads: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""PNG plots of the interference diagnostics, with the recipe's stage boundaries marked.
+"""PNG plots of the interference diagnostics, with the recipe's stage boundaries marked, and the
+error-surface / trajectory panels of SlimCLR Fig. 5 (Li et al. 2018).
 
 Every curve is drawn against epochs so that the slow-start point (SlimCLR Sec. 3.4; the moment
 the sub-networks join, where Fig. 3d's ratios drop and Fig. 4b's directions start to scatter) and
@@ -7,6 +8,7 @@ dynamic-sampling stages (US3L) appear as vertical lines at the same place in eve
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -16,7 +18,7 @@ matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["Series", "plot_curves", "plot_direction"]
+__all__ = ["Series", "plot_curves", "plot_direction", "LandscapePanel", "plot_landscapes"]
 
 Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
 FIGSIZE = (7.0, 4.5)
@@ -85,6 +87,80 @@ def plot_direction(projection: torch.Tensor, epochs: Sequence[float], path: str 
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
         fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+@dataclass
+class LandscapePanel:
+    """One run's picture: an optional surface ``values`` (len(ys), len(xs)) on the grid ``xs`` x
+    ``ys``, an optional trajectory ``coords`` (T, 2) with its ``epochs``, axis labels."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    xs: Sequence[float] | None = None
+    ys: Sequence[float] | None = None
+    values: torch.Tensor | None = None
+    coords: torch.Tensor | None = None
+    epochs: Sequence[float] = ()
+
+
+def _extent(panels: Sequence[LandscapePanel]) -> float:
+    """Half-width of the shared square axes: the grid, else 1.1 x the largest trajectory offset."""
+    grids = [max(abs(v) for v in [*p.xs, *p.ys]) for p in panels if p.xs is not None]
+    if grids:
+        return max(grids)
+    return 1.1 * max(float(p.coords.abs().max()) for p in panels if p.coords is not None)
+
+
+def plot_landscapes(panels: Sequence[LandscapePanel], path: str | Path, *, title: str,
+                    metric: str = "kNN top-1 (%)", levels: int = 12) -> Path:
+    """Panels side by side on the same axes scale and, for surfaces, the same contour levels
+    (SlimCLR Fig. 5 puts an individual network next to the same width of a slimmable family):
+    filled contours of the surface, the trajectory on top (start ringed, final weights = the
+    origin, starred)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    surfaces = [p.values for p in panels if p.values is not None]
+    if surfaces:
+        low, high = min(float(v.min()) for v in surfaces), max(float(v.max()) for v in surfaces)
+        if high - low < 1e-6:  # a flat surface still needs increasing levels
+            low, high = low - 1.0, high + 1.0
+        contour_levels = torch.linspace(low, high, levels).tolist()
+    extent = _extent(panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.8), dpi=DPI,
+                             squeeze=False)
+    try:
+        filled = None
+        for ax, panel in zip(axes[0], panels):
+            if panel.values is not None:
+                filled = ax.contourf(list(panel.xs), list(panel.ys), panel.values.numpy(),
+                                     levels=contour_levels, cmap="viridis", extend="neither")
+                lines = ax.contour(list(panel.xs), list(panel.ys), panel.values.numpy(),
+                                   levels=contour_levels, colors="white", linewidths=0.5)
+                ax.clabel(lines, fontsize=6, fmt="%.0f")
+            if panel.coords is not None:
+                xy = panel.coords.float()
+                ax.plot(xy[:, 0], xy[:, 1], color="red", linewidth=1.2, marker="o",
+                        markersize=3, zorder=3, label="trajectory")
+                ax.scatter([xy[0, 0]], [xy[0, 1]], s=80, facecolors="none", edgecolors="red",
+                           zorder=4, label=f"start (epoch {panel.epochs[0]:g})"
+                           if panel.epochs else "start")
+                ax.legend(fontsize=7, loc="lower right")
+            ax.scatter([0.0], [0.0], marker="*", s=120, color="orange", zorder=5)
+            ax.set_xlim(-extent, extent)
+            ax.set_ylim(-extent, extent)
+            ax.set_aspect("equal")
+            ax.set_xlabel(panel.xlabel)
+            ax.set_ylabel(panel.ylabel)
+            ax.set_title(panel.title, fontsize=9)
+            ax.grid(True, alpha=0.25)
+        if filled is not None:
+            fig.colorbar(filled, ax=list(axes[0]), label=metric, shrink=0.85)
+        fig.suptitle(title, fontsize=10)
+        fig.savefig(path, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

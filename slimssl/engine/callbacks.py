@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from slimssl.engine.config import Config
 from slimssl.engine.monitors import GradDirectionMonitor, GradRatioMonitor, KnnMonitor, StageMonitor
+from slimssl.engine.snapshots import WeightSnapshotter
 from slimssl.engine.trainer import Callback
 
 __all__ = ["build_callbacks"]
@@ -13,7 +14,8 @@ def build_callbacks(cfg: Config) -> list[Callback]:
     """Stage changes always (they mark every plot); the per-width kNN monitor when
     ``eval.knn_every_epochs`` > 0 (it switches itself off without a labelled held-out split);
     the SlimCLR Fig. 3 / Fig. 4 diagnostics when ``diagnostics.grad_every`` /
-    ``diagnostics.direction_every`` > 0.
+    ``diagnostics.direction_every`` > 0; weight snapshots (SlimCLR Fig. 5) when
+    ``train.snapshot_every_epochs`` > 0.
 
     The order is fixed: checkpoints store callback states by position.
     """
@@ -26,4 +28,7 @@ def build_callbacks(cfg: Config) -> list[Callback]:
         callbacks.append(GradRatioMonitor(d.grad_every))
     if d.direction_every:
         callbacks.append(GradDirectionMonitor(d.direction_every, d.direction_layer))
+    if cfg.train.snapshot_every_epochs:
+        callbacks.append(WeightSnapshotter(cfg.train.snapshot_every_epochs,
+                                           cfg.train.keep_snapshots))
     return callbacks

@@ -173,6 +173,10 @@ class TrainConfig:
     ckpt_every_epochs: int = 5
     ckpt_every_steps: int = 0  # 0 = off; extra mid-epoch checkpoints for long epochs
     keep_checkpoints: int = 3
+    # online weights (safetensors, RUN/snapshots/) every N epochs, at the start and at the end,
+    # for `slimssl diagnose trajectory/landscape` (SlimCLR Fig. 5, Li et al. 2018); 0 = off
+    snapshot_every_epochs: int = 0
+    keep_snapshots: int = 50  # at most this many, thinned to stay evenly spread over the run
     skip_nonfinite: int = 0  # NaN/Inf loss steps that may be skipped before stopping (0: stop)
     device: str = "auto"
     deterministic: bool = False
@@ -187,7 +191,7 @@ class EvalConfig:
     knn_t: float = 0.1
     # Online per-width kNN monitor (engine.monitors.KnnMonitor): every N epochs and at the end,
     # on a seeded bank of the train split and queries of the held-out split; 0 = off.
-    knn_every_epochs: int = 5
+    knn_every_epochs: int = 10
     knn_monitor_bank: int = 5000
     knn_monitor_queries: int = 1000
     knn_monitor_batch: int = 256
@@ -361,7 +365,8 @@ def _validate_ranges(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}': must be >= 1, got {v}")
     for key, v in [("eval.knn_every_epochs", cfg.eval.knn_every_epochs),
                    ("diagnostics.grad_every", cfg.diagnostics.grad_every),
-                   ("diagnostics.direction_every", cfg.diagnostics.direction_every)]:
+                   ("diagnostics.direction_every", cfg.diagnostics.direction_every),
+                   ("train.snapshot_every_epochs", cfg.train.snapshot_every_epochs)]:
         if v < 0:
             raise ConfigError(f"config key '{key}': must be >= 0 (0 = off), got {v}")
     for key, v in [("eval.knn_monitor_bank", cfg.eval.knn_monitor_bank),
@@ -369,6 +374,9 @@ def _validate_ranges(cfg: Config) -> None:
                    ("eval.knn_monitor_batch", cfg.eval.knn_monitor_batch)]:
         if v < 1:
             raise ConfigError(f"config key '{key}': must be >= 1, got {v}")
+    if cfg.train.keep_snapshots < 2:
+        raise ConfigError(f"config key 'train.keep_snapshots': must be >= 2 (a trajectory needs "
+                          f"its start and its end), got {cfg.train.keep_snapshots}")
     if cfg.train.skip_nonfinite < 0:
         raise ConfigError(f"config key 'train.skip_nonfinite': must be >= 0, got "
                           f"{cfg.train.skip_nonfinite}")

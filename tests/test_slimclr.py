@@ -170,3 +170,11 @@ def test_sum_and_accumulate_give_the_same_update(tmp_path):
         trainer.train_step(images, 0.0)
         weights.append(trainer.method.online.backbone.layer1[0].conv1.weight.detach().clone())
     assert torch.allclose(weights[0], weights[1], atol=1e-6)
+
+
+def test_individual_network_at_a_narrow_width_trains(tmp_path):
+    trainer = Trainer(_cfg(tmp_path, "recipe.name=individual", "model.widths=[0.5]"), tmp_path,
+                      progress="off")
+    images = next(iter(trainer.loader))[0]
+    logs = trainer.train_step(images, 0.0)
+    assert "loss/w0.50" in logs and trainer.backbone.active_spec == SubnetSpec(0.5)

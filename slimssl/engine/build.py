@@ -11,7 +11,6 @@ from slimssl.methods.simclr import MomentumSimCLR, SimCLR
 from slimssl.methods.simsiam import SimSiam
 from slimssl.methods.supervised import SupervisedClassifier
 from slimssl.models.registry import create
-from slimssl.nn.spec import SubnetSpec
 from slimssl.nn.switch import SlimmableModel
 from slimssl.recipes.base import Recipe
 from slimssl.recipes.dspnet import DSPNet
@@ -72,7 +71,7 @@ def build_recipe(cfg: Config, model: SlimmableModel) -> Recipe:
         slow = cfg.train.epochs / 2 if r.slow_start_epochs is None else r.slow_start_epochs
         return SlimCLR(family, slow, r.distill, r.distill_temperature, r.weights)
     if r.name == "individual":
-        return individual(SubnetSpec(model.widths[0], model.stage_depths))
+        return individual(model.full_spec)
     seed, epochs = cfg.train.seed, cfg.train.epochs
     if r.name == "supervised":
         if r.inplace_distill not in ("none", "kl"):

@@ -377,6 +377,9 @@ def _validate_ranges(cfg: Config) -> None:
     if cfg.train.keep_snapshots < 2:
         raise ConfigError(f"config key 'train.keep_snapshots': must be >= 2 (a trajectory needs "
                           f"its start and its end), got {cfg.train.keep_snapshots}")
+    if cfg.data.batch_size % cfg.method.bn_splits:
+        raise ConfigError(f"config key 'method.bn_splits': the batch of {cfg.data.batch_size} must "
+                          f"split into {cfg.method.bn_splits} equal groups; choose a divisor")
     if cfg.train.skip_nonfinite < 0:
         raise ConfigError(f"config key 'train.skip_nonfinite': must be >= 0, got "
                           f"{cfg.train.skip_nonfinite}")

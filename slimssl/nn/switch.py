@@ -53,7 +53,7 @@ class SlimmableModel(nn.Module):
                               if depth_choices else None)
         for depth in self.depth_choices or []:
             self._check_depth(depth)
-        self._active_spec = SubnetSpec(1.0)
+        self._active_spec = self.full_spec
 
     @property
     def active_spec(self) -> SubnetSpec:

@@ -37,6 +37,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("macs_g", "MACs (G)", "{:.3f}"),
     ("knn_top1_k200", "kNN@200 top-1", "{:.2f}"),
     ("knn_top1_k20", "kNN@20 top-1", "{:.2f}"),
+    ("knn_random_init", "kNN@200 random init", "{:.2f}"),
     ("linear_switchable_top1", "Lin-sw top-1", "{:.2f}"),
     ("linear_switchable_top5", "Lin-sw top-5", "{:.2f}"),
     ("linear_slimmable_top1", "Lin-sl top-1", "{:.2f}"),
@@ -116,8 +117,10 @@ def _cells(rows: Sequence[dict], cols: list[tuple[str, str, str]]) -> list[list[
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """Aligned plain-text table for the terminal."""
-    cols = _columns(rows)
+    """Aligned plain-text table for the terminal (columns no row has are left out; the files
+    keep every column)."""
+    cols = [c for c in _columns(rows)
+            if c[0] == "subnet" or any(not _is_missing(r.get(c[0])) for r in rows)]
     header = [h for _, h, _ in cols]
     body = _cells(rows, cols)
     widths = [max(len(x) for x in col) for col in zip(header, *body)]

@@ -130,8 +130,8 @@ def plot_landscapes(panels: Sequence[LandscapePanel], path: str | Path, *, title
             low, high = low - 1.0, high + 1.0
         contour_levels = torch.linspace(low, high, levels).tolist()
     extent = _extent(panels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.8), dpi=DPI,
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1.0, 4.8), dpi=DPI,
+                             squeeze=False, layout="constrained")
     try:
         filled = None
         for ax, panel in zip(axes[0], panels):

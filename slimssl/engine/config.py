@@ -164,7 +164,7 @@ class OptimConfig:
 class TrainConfig:
     """Loop-level settings (``engine``)."""
 
-    epochs: int = 20
+    epochs: int = 16
     seed: int = 0
     amp: str = choice("none", "none", "bf16", "fp16")
     channels_last: bool = False

@@ -72,7 +72,7 @@ def launch(tmp_path: Path, die_at: int = 0) -> tuple[dict | None, dict | None]:
             p.kill()
             pytest.fail("a rank hung for 120 s")
     files = [tmp_path / "run" / f"rank{r}.pt" for r in (0, 1)]
-    return tuple(torch.load(f, weights_only=False) if f.exists() else None  # type: ignore
+    return tuple(torch.load(f, weights_only=True) if f.exists() else None
                  for f in files)
 
 

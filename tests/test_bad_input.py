@@ -18,7 +18,7 @@ from slimssl.data.errors import DataWarning
 from slimssl.engine.checkpoint import list_checkpoints
 from slimssl.engine.trainer import Trainer
 from slimssl.models import create
-from tinyrun import cli_args, tiny_config, write_image_folder
+from tinyrun import train_tiny_run, cli_args, tiny_config, write_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +30,7 @@ def data(tmp_path_factory):
 def run_dir(data, tmp_path_factory):
     """A trained tiny run (1 epoch) with its checkpoint."""
     out = tmp_path_factory.mktemp("run")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        Trainer(tiny_config(data, out, "train.epochs=1"), out, progress="off").fit()
-    finally:
-        torch.set_num_threads(previous)
+    train_tiny_run(data, out)
     return out
 
 

@@ -10,14 +10,13 @@ import torch
 
 from slimssl.cli import main
 from slimssl.cli.select import grid_widths, parse_macs
-from slimssl.engine.trainer import Trainer
 from slimssl.eval.report import write_results
 from slimssl.export import extract_subnet, load_subnet, save_subnet
 from slimssl.export.budget import (Candidate, interpolate_accuracy, pareto_front,
                                    pick_within_budget)
 from slimssl.export.detection import resnet_fpn_backbone
 from slimssl.models import create
-from tinyrun import tiny_config, write_image_folder
+from tinyrun import train_tiny_run, write_image_folder
 
 ACCURACY = {"w1.00": 71.5, "w0.50": 63.25}
 
@@ -27,12 +26,7 @@ def run_dir(tmp_path_factory):
     """A trained tiny run with a fake evaluation table (known accuracies)."""
     out = tmp_path_factory.mktemp("run")
     data = write_image_folder(tmp_path_factory.mktemp("images"))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        Trainer(tiny_config(data, out, "train.epochs=1"), out, progress="off").fit()
-    finally:
-        torch.set_num_threads(previous)
+    train_tiny_run(data, out)
     write_results(out, [{"subnet": k, "width": float(k[1:]), "depth": None, "knn_top1_k200": v}
                         for k, v in ACCURACY.items()])
     return out

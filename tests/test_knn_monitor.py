@@ -14,8 +14,8 @@ from slimssl.engine.callbacks import build_callbacks
 from slimssl.engine.checkpoint import list_checkpoints, load_checkpoint
 from slimssl.engine.logging import read_metrics
 from slimssl.engine.monitors import KnnMonitor
-from slimssl.engine.trainer import Callback, Trainer
-from tinyrun import cli_args, tiny_config, write_image_folder
+from slimssl.engine.trainer import Trainer
+from tinyrun import Crash, CrashAfter, cli_args, tiny_config, write_image_folder
 
 
 def knn_records(run) -> list[dict]:
@@ -68,17 +68,6 @@ def test_measure_leaves_weights_bn_stats_and_rng_untouched(data, tmp_path, norm)
     assert trainer.method.online.active_spec == spec
 
 
-class Crash(Exception):
-    pass
-
-
-class CrashAfter(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
-        if trainer.state.global_step == self.step:
-            raise Crash
 
 
 def test_training_is_unchanged_resume_continues_curves_summary_shows_them(data, tmp_path,

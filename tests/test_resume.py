@@ -18,21 +18,10 @@ import pytest
 import torch
 
 from slimssl.engine.checkpoint import list_checkpoints, load_checkpoint, parse_checkpoint_name
-from slimssl.engine.trainer import Callback, Trainer
-from tinyrun import cli_args, cli_command, cli_env, run_cli, tiny_config, write_image_folder
+from slimssl.engine.trainer import Trainer
+from tinyrun import Crash, CrashAfter, cli_args, cli_command, cli_env, run_cli, tiny_config, write_image_folder
 
 
-class Crash(Exception):
-    """Stands for a process that dies right after a given step."""
-
-
-class CrashAfter(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
-        if trainer.state.global_step == self.step:
-            raise Crash
 
 
 def assert_same_bits(a: dict, b: dict, where: str = "") -> None:

@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import torch
+
 from slimssl.engine.config import Config, load_config
+from slimssl.engine.trainer import Callback, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,3 +77,27 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """``slimssl ARGS`` in a fresh interpreter; returns the completed process (text output)."""
     return subprocess.run(cli_command(*args), capture_output=True, text=True, timeout=timeout,
                           env=cli_env(), cwd=REPO)
+
+
+class Crash(Exception):
+    """Stands for a process that dies right after a given step."""
+
+
+class CrashAfter(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
+        if trainer.state.global_step == self.step:
+            raise Crash
+
+
+def train_tiny_run(data: str | Path, out: str | Path, *extra: str) -> Path:
+    """Train a 1-epoch tiny run on one thread (fixtures run before conftest's thread fixture)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Trainer(tiny_config(data, out, "train.epochs=1", *extra), out, progress="off").fit()
+    finally:
+        torch.set_num_threads(previous)
+    return Path(out)

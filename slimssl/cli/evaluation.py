@@ -39,16 +39,13 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 def open_run(args: argparse.Namespace) -> EvalRun:
     """Rebuild the backbone (on the GPU when there is one) and load the train/test splits."""
     from slimssl.data import eval_transform, load_dataset
-    from slimssl.engine.build import load_pretrained
+    from slimssl.cli.members import open_run as open_checkpoint
     from slimssl.eval.family import recalibrate_if_universal
 
-    cfg, method = load_pretrained(args.run)
-    if args.data is not None:
-        cfg.data.path = args.data
-    path = Path(args.run)
-    run_dir = path if path.is_dir() else path.parent.parent
+    run = open_checkpoint(args.run, args.data)
+    cfg, run_dir = run.cfg, run.directory
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    backbone = method.online.backbone.to(device).eval()
+    backbone = run.backbone.to(device)
     d = cfg.data
     train = load_dataset(d.path, "train", d.image_size, seed=cfg.train.seed, cache_dir=d.cache_dir)
     test = load_dataset(d.path, "test", d.image_size, seed=cfg.train.seed, cache_dir=d.cache_dir)

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
+    from slimssl.cli.members import open_run
     from slimssl.cli.report import evaluate_and_export
-    from slimssl.engine.build import load_pretrained
 
-    cfg, method = load_pretrained(args.run)
-    if args.data is not None:
-        cfg.data.path = args.data
-    path = Path(args.run)
-    run_dir = path if path.is_dir() else path.parent.parent
-    evaluate_and_export(cfg, method.online.backbone, run_dir,
-                        f"{cfg.recipe.name}-{cfg.method.name}")
+    run_ = open_run(args.run, args.data)
+    evaluate_and_export(run_.cfg, run_.backbone, run_.directory,
+                        f"{run_.cfg.recipe.name}-{run_.cfg.method.name}")
     return 0
 
 

@@ -44,10 +44,11 @@ def run_config(args: argparse.Namespace, name: str):
     common = [f"data.path={args.data}", f"data.cache_dir={args.cache_dir}",
               f"data.train_fraction={args.train_fraction}", f"data.image_size={args.image_size}",
               f"data.batch_size={args.batch}", "data.num_workers=0",
-              "model.arch=resnet10_narrow", "method.queue_size=256", "method.bn_splits=4",
+              "model.arch=resnet10_narrow", f"method.queue_size={args.queue}",
+              "method.bn_splits=4",
               f"train.epochs={args.epochs}", f"train.seed={args.seed}", "train.log_every=5",
               "train.tensorboard=false", f"train.ckpt_every_epochs={args.epochs}",
-              "train.snapshot_every_epochs=1", "optim.warmup_epochs=0",
+              "train.snapshot_every_epochs=1", f"optim.warmup_epochs={args.warmup_epochs}",
               "eval.knn_every_epochs=0", f"out_dir={Path(args.runs) / name}"]
     return load_config(str(CONFIGS / config), common + own)
 
@@ -60,7 +61,7 @@ def train(args: argparse.Namespace, name: str) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)  # this script owns its run directories
     cfg = run_config(args, name)
     start = time.perf_counter()
-    Trainer(cfg, run_dir, progress="off", callbacks=build_callbacks(cfg)).fit()
+    Trainer(cfg, run_dir, progress=args.progress, callbacks=build_callbacks(cfg)).fit()
     print(f"{name}: trained in {time.perf_counter() - start:.0f} s")
 
 
@@ -84,7 +85,8 @@ def analyse(args: argparse.Namespace) -> None:
     individual, slimmable = (load_trajectory(r) for r in runs)
     report = {"setup": {k: getattr(args, k) for k in ("train_fraction", "image_size", "batch",
                                                       "epochs", "seed", "grid", "bank",
-                                                      "queries", "calib")},
+                                                      "queries", "calib", "queue",
+                                                      "warmup_epochs")},
               "analysis_seconds": round(seconds, 1),
               "offset_increase_pc2_percent": offset_increase(individual, slimmable, 1),
               "offset_increase_pc1_percent": offset_increase(individual, slimmable, 0),
@@ -115,7 +117,10 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=16)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--queue", type=int, default=256, help="MoCo queue length")
+    p.add_argument("--warmup-epochs", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--progress", default="off", choices=("lines", "off"))
     p.add_argument("--grid", type=int, default=7, help="surface points per axis")
     p.add_argument("--bank", type=int, default=200)
     p.add_argument("--queries", type=int, default=100)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
                                        interpolate_accuracy, pick_within_budget, plot_front)
     from slimssl.export.extract import extract_subnet
     from slimssl.export.latency import measure_latency
-    from slimssl.export.profile import _any_stats, count_macs, count_params
+    from slimssl.export.profile import count_macs, count_params, statistics_ignored
 
     run_ = open_run(args.run)
     backbone = run_.backbone
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     size = args.input_size or run_.cfg.data.image_size
     candidates = []
     for spec in member_specs(backbone, widths, args.depths):
-        with _any_stats(backbone, spec.width):  # sizes and speed only: no recalibration needed
+        with statistics_ignored(backbone, spec.width):  # sizes and speed: no recalibration
             plain = extract_subnet(backbone, spec)
         same_depth = {float(r["width"]): measured[r["subnet"]] for r in rows
                       if r.get("subnet") in measured

@@ -89,7 +89,7 @@ def count_macs(module: nn.Module, input_size: int | Sequence[int] = 224) -> int:
 
 
 @contextmanager
-def _any_stats(model: nn.Module, width: float) -> Iterator[None]:
+def statistics_ignored(model: nn.Module, width: float) -> Iterator[None]:
     """Let a universal model export ``width`` without recalibration: sizes ignore statistics.
 
     The statistics' width tag is restored afterwards, so later evaluation still demands a
@@ -116,7 +116,7 @@ def profile_family(model: SlimmableModel, specs: Sequence[SubnetSpec | float] | 
     specs = model.family() if specs is None else [model.validate_spec(as_spec(s)) for s in specs]
     rows = []
     for spec in specs:
-        with _any_stats(model, spec.width):
+        with statistics_ignored(model, spec.width):
             plain = extract_subnet(model, spec)
         rows.append({"label": spec.label, "width": spec.width,
                      "depth": list(spec.depth) if spec.depth else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import skip_init
 
 from slimssl.nn.spec import SubnetSpec, channels_at
 
@@ -89,8 +90,9 @@ class SlimConv2d(nn.Conv2d, WidthSwitched):
     def export(self) -> nn.Conv2d:
         """A standard ``nn.Conv2d`` holding a copy of the active slice."""
         weight, bias, groups = self.sliced()
-        conv = nn.Conv2d(self.active_in, weight.shape[0], self.kernel_size, self.stride,
-                         self.padding, self.dilation, groups, bias is not None)
+        conv = skip_init(nn.Conv2d, self.active_in, weight.shape[0], self.kernel_size,
+                         self.stride, self.padding, self.dilation, groups, bias is not None,
+                         device=weight.device, dtype=weight.dtype)
         _copy_into(conv, weight, bias)
         return conv
 
@@ -135,7 +137,8 @@ class SlimLinear(nn.Linear, WidthSwitched):
 
     def export(self) -> nn.Linear:
         weight, bias = self.sliced()
-        linear = nn.Linear(weight.shape[1], weight.shape[0], bias is not None)
+        linear = skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias is not None,
+                           device=weight.device, dtype=weight.dtype)
         _copy_into(linear, weight, bias)
         return linear
 
@@ -144,9 +147,10 @@ class SlimLinear(nn.Linear, WidthSwitched):
 
 
 def _copy_into(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-    """Physically copy slices into a plain layer (the export must not alias the family)."""
+    """Physically copy slices into a plain layer (the export must not alias the family). The
+    layer was built with ``skip_init`` (uninitialised memory): every parameter is written here,
+    so exporting a ResNet-50 does not pay for a random initialisation it throws away."""
     with torch.no_grad():
         layer.weight.copy_(weight)
         if bias is not None:
             layer.bias.copy_(bias)
-    layer.to(device=weight.device, dtype=weight.dtype)

@@ -3,17 +3,18 @@ individual MoCo v2 network and of the 1.0 width of a slimmable [1.0, 0.5] SlimCL
 
 SlimCLR (Zhao et al.) Sec. 4.4, after Li et al. 2018: weight sharing makes the trajectory end
 further from the minimum; the maximal offset along the 2nd PCA component grows by 41% (MoCo,
-ResNet-20x4, 100 epochs). Here, sized for a shared 2-core CPU (about ten training processes
-shared it when the results were made): ``resnet10_narrow``, 16 px (32 px was ~20 s per step of
-batch 32 there), a class-balanced subset of the train split (``data.train_fraction``), a few epochs, weight snapshots
+ResNet-20x4, 100 epochs). Here, sized for a 2-core CPU: ``resnet10_narrow`` at 32 px, a
+class-balanced 10% of the train split (5,000 images, ``data.train_fraction``), batch 128, 15
+epochs (about 16 min per run on one idle core), queue 1024, 1 warm-up epoch, weight snapshots
 every epoch (``train.snapshot_every_epochs``). Both runs share seed, data and schedule; the
-slimmable one has SlimCLR's slow start (the first half trains the full width only).
+slimmable one has SlimCLR's slow start (the first half trains the full width only). The surface
+is a 21x21 kNN grid (bank 250, queries 250, 100 BN-calibration images per point).
 
 Stages (run ``train`` once per run, in parallel if you like, then ``analyse``)::
 
     python benchmarks/landscape_cifar10.py --stage train --run individual
     python benchmarks/landscape_cifar10.py --stage train --run slimmable
-    python benchmarks/landscape_cifar10.py --stage analyse --grid 7
+    python benchmarks/landscape_cifar10.py --stage analyse
 
 ``analyse`` calls ``slimssl diagnose trajectory`` and ``slimssl diagnose landscape`` on both runs
 (side by side, same axes) and writes ``benchmarks/results/landscape_cifar10.{json,png}`` and
@@ -113,17 +114,17 @@ def main() -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg"))
     p.add_argument("--cache-dir", default="/tmp/slimssl-cache")
     p.add_argument("--runs", default="/tmp/landscape")
-    p.add_argument("--train-fraction", type=float, default=0.0064)
-    p.add_argument("--image-size", type=int, default=16)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--queue", type=int, default=256, help="MoCo queue length")
-    p.add_argument("--warmup-epochs", type=int, default=0)
+    p.add_argument("--train-fraction", type=float, default=0.1)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--queue", type=int, default=1024, help="MoCo queue length")
+    p.add_argument("--warmup-epochs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", default="off", choices=("lines", "off"))
-    p.add_argument("--grid", type=int, default=7, help="surface points per axis")
-    p.add_argument("--bank", type=int, default=200)
-    p.add_argument("--queries", type=int, default=100)
+    p.add_argument("--grid", type=int, default=21, help="surface points per axis")
+    p.add_argument("--bank", type=int, default=250)
+    p.add_argument("--queries", type=int, default=250)
     p.add_argument("--calib", type=int, default=100)
     args = p.parse_args()
     if args.stage == "train":

@@ -104,3 +104,9 @@ def test_bad_yaml_and_sections(tmp_path):
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_config(None, ["optim.lr"])
     assert load_config(_write(tmp_path, ""), []) == Config()
+
+
+def test_batch_that_does_not_split_into_bn_groups_fails_at_load_time():
+    with pytest.raises(ConfigError, match="method.bn_splits.*100.*8 equal groups"):
+        load_config(None, ["data.batch_size=100", "method.bn_splits=8"])
+    assert load_config(None, ["data.batch_size=96", "method.bn_splits=8"]).method.bn_splits == 8

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     train = run_.train_set.subset(idx)
     specs = run_.backbone.family()
     print(f"semi-supervised ({args.protocol}) on {len(train)} labelled images "
-          f"({args.fraction:g} of {len(run_.train_set)}; subset {path}) | {len(specs)} members")
+          f"({100 * args.fraction:g}% of {len(run_.train_set)}; subset {path}) | {len(specs)} members")
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.protocol == "linear":

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if resume is None:
         initialise(trainer.method.online.backbone, args.init, run_.backbone)
     print(f"supervised slimmable fine-tuning ({args.init}) on {len(idx)} labelled images "
-          f"({fraction:g} of {len(run_.train_set)}; subset {subset}) -> {out_dir}")
+          f"({100 * fraction:g}% of {len(run_.train_set)}; subset {subset}) -> {out_dir}")
     trainer.fit()
     if not is_main():
         return 0

@@ -379,7 +379,8 @@ class Trainer:
                   f"{cfg.train.epochs} epochs | device {self.device} x{self.dist.world_size}")
         for cb in self.callbacks:
             cb.on_fit_start(self)
-        progress = Progress(self.total_steps, desc="pretrain", initial=st.global_step,
+        desc = "finetune" if self.method.needs_labels else "pretrain"
+        progress = Progress(self.total_steps, desc=desc, initial=st.global_step,
                             print_every=cfg.train.log_every, mode=self.progress_mode)
         batch = cfg.data.batch_size * self.dist.world_size
         epoch_losses: list[float] = []

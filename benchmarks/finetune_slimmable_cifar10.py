@@ -12,7 +12,12 @@ Stages (in order; ``finetune`` runs one initialisation, so (a) and (b) can run s
     python benchmarks/finetune_slimmable_cifar10.py --stage pretrain
     python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init pretrained
     python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init scratch
+    python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init pretrained --no-kd
+    python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init scratch --no-kd
     python benchmarks/finetune_slimmable_cifar10.py --stage report
+
+``--no-kd`` turns inplace distillation off (every member learns from the labels). Both settings
+are reported: at this scale inplace distillation made training unstable (see the JSON).
 
 ``report`` writes ``benchmarks/results/finetune_slimmable_cifar10.{json,png}``.
 """
@@ -28,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 INITS = ("pretrained", "scratch")
+SETTINGS = {"kd": True, "nokd": False}  # name -> inplace distillation on?
 
 
 def link_subset(source: Path, dest: Path, per_class_train: int) -> None:
@@ -53,11 +59,16 @@ def pretrain_args(args: argparse.Namespace) -> list[str]:
             "--set", f"train.seed={args.seed}"]
 
 
-def finetune_args(args: argparse.Namespace, init: str) -> list[str]:
+def run_name(init: str, setting: str) -> str:
+    return f"ft_{init}" if setting == "kd" else f"ft_{init}_{setting}"
+
+
+def finetune_args(args: argparse.Namespace, init: str, setting: str) -> list[str]:
     return ["finetune", str(Path(args.work) / "ssl"), "--slimmable", "--fraction", "1.0",
             "--init", init, "--epochs", str(args.finetune_epochs), "--lr", str(args.lr),
             "--seed", str(args.seed), "--progress", "lines",
-            "--out-dir", str(Path(args.work) / f"ft_{init}")]
+            "--inplace-distill" if SETTINGS[setting] else "--no-inplace-distill",
+            "--out-dir", str(Path(args.work) / run_name(init, setting))]
 
 
 def timed(name: str, argv: list[str], work: Path) -> None:
@@ -81,6 +92,26 @@ def train_curve(run_dir: Path) -> list[dict]:
             for r in rows if r.get("kind") == "train"]
 
 
+def comparison(rows: list[dict], setting: str) -> dict:
+    """Per-member top-1 of the two initialisations under one distillation setting."""
+    from slimssl.cli.finetune_slimmable import column_prefix
+
+    table = []
+    for r in rows:
+        entry = {"subnet": r["subnet"], "macs_g": r.get("macs_g"), "params_m": r.get("params_m")}
+        for init in INITS:
+            column = column_prefix(init, SETTINGS[setting]) + "_100pct"
+            entry[f"{init}_top1"] = r.get(f"{column}_top1")
+            entry[f"{init}_top5"] = r.get(f"{column}_top5")
+        a, b = entry["pretrained_top1"], entry["scratch_top1"]
+        entry["gain_top1"] = None if a is None or b is None else round(a - b, 2)
+        table.append(entry)
+    gains = [e["gain_top1"] for e in table]
+    return {"inplace_distillation": SETTINGS[setting], "rows": table,
+            "pretrained_beats_scratch_at_every_width":
+                None if None in gains else all(g > 0 for g in gains)}
+
+
 def report(args: argparse.Namespace) -> None:
     import matplotlib
     import torch
@@ -91,24 +122,14 @@ def report(args: argparse.Namespace) -> None:
     work = Path(args.work)
     rows = json.loads((work / "ssl" / "results.json").read_text())
     rows = rows["rows"] if isinstance(rows, dict) else rows
-    column = {"pretrained": "semisup_slimmable_100pct", "scratch": "semisup_slimmable_scratch_100pct"}
-    table = []
-    for r in rows:
-        entry = {"subnet": r["subnet"], "macs_g": r.get("macs_g"), "params_m": r.get("params_m")}
-        for init in INITS:
-            entry[f"{init}_top1"] = r.get(f"{column[init]}_top1")
-            entry[f"{init}_top5"] = r.get(f"{column[init]}_top5")
-        a, b = entry["pretrained_top1"], entry["scratch_top1"]
-        entry["gain_top1"] = None if a is None or b is None else round(a - b, 2)
-        table.append(entry)
-    gains = [e["gain_top1"] for e in table]
+    done = [k for k in SETTINGS if all((work / run_name(i, k)).is_dir() for i in INITS)]
     out = {
         "issue": 10,
         "claim": "DSPNet appendix 0.B, Fig. A1: supervised slimmable training initialised from "
                  "the SSL-pretrained slimmable network beats random initialisation at every "
                  "width (most for the small widths)",
         "machine": {"platform": platform.platform(), "cpu_count": 2, "device": "cpu",
-                    "torch": torch.__version__, "threads_per_process": torch.get_num_threads()},
+                    "torch": torch.__version__, "threads_per_process": 1},
         "data": f"CIFAR-10 ({args.data}): first {args.per_class} train images per class "
                 f"({10 * args.per_class}) for pre-training and as the 100% labelled set; all "
                 "10,000 test images for scoring",
@@ -118,43 +139,52 @@ def report(args: argparse.Namespace) -> None:
                        "epochs, batch 128, queue 2048, 2 warm-up epochs",
         "finetuning": f"slimssl finetune --slimmable: {args.finetune_epochs} epochs, batch 256, "
                       f"SGD lr {args.lr} per 256 cosine, 1 warm-up epoch, wd 1e-4, 'supervised' "
-                      "views (random resized crop 0.08-1 + flip), all 4 members every step, "
-                      "inplace distillation from the full width; identical for both inits",
+                      "views (random resized crop 0.08-1 + flip), all 4 members every step; "
+                      "identical for both inits",
         "commands": ["python benchmarks/finetune_slimmable_cifar10.py " + " ".join(a) for a in (
-            ["--stage", "pretrain"], ["--stage", "finetune", "--init", "pretrained"],
-            ["--stage", "finetune", "--init", "scratch"], ["--stage", "report"])],
-        "cli_equivalents": ["slimssl " + " ".join(pretrain_args(args))]
-                           + ["slimssl " + " ".join(finetune_args(args, i)) for i in INITS],
+            ["--stage", "pretrain"], *(["--stage", "finetune", "--init", i] + (
+                [] if k == "kd" else ["--no-kd"]) for k in done for i in INITS),
+            ["--stage", "report"])],
+        "cli_equivalents": ["slimssl " + " ".join(pretrain_args(args))] + [
+            "slimssl " + " ".join(finetune_args(args, i, k)) for k in done for i in INITS],
         "seconds": json.loads((work / "seconds.json").read_text()),
-        "rows": table,
-        "pretrained_beats_scratch_at_every_width":
-            None if None in gains else all(g > 0 for g in gains),
-        "label_ce_per_member_during_training": {i: train_curve(work / f"ft_{i}") for i in INITS},
+        "label_ce_per_member_during_training": {
+            run_name(i, k): train_curve(work / run_name(i, k)) for k in done for i in INITS},
     }
+    for k in done:
+        out[k] = comparison(rows, k)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "finetune_slimmable_cifar10.json").write_text(json.dumps(out, indent=1) + "\n")
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for init, marker in zip(INITS, "os"):
-        pts = [(e["macs_g"] * 1e3, e[f"{init}_top1"]) for e in table if e[f"{init}_top1"]]
-        ax.plot(*zip(*pts), marker=marker, label=f"init: {init}")
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for k, line in zip(done, ("-", "--")):
+        for init, marker in zip(INITS, "os"):
+            pts = [(e["macs_g"] * 1e3, e[f"{init}_top1"]) for e in out[k]["rows"]
+                   if e[f"{init}_top1"] is not None]
+            label = f"{init} init, {'inplace KD' if SETTINGS[k] else 'labels only'}"
+            ax.plot(*zip(*pts), marker=marker, linestyle=line, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("MMACs (32 px)")
-    ax.set_ylabel("CIFAR-10 top-1 (%)")
-    ax.set_title("Supervised slimmable fine-tuning, resnet10_narrow")
+    ax.set_ylabel("CIFAR-10 test top-1 (%)")
+    ax.set_title("Supervised slimmable fine-tuning, resnet10_narrow", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "finetune_slimmable_cifar10.png", dpi=120)
-    for e in table:
-        print(f"{e['subnet']}: pretrained {e['pretrained_top1']}  scratch {e['scratch_top1']}  "
-              f"gain {e['gain_top1']}")
-    print("pretrained > scratch at every width:", out["pretrained_beats_scratch_at_every_width"])
+    for k in done:
+        print(f"inplace distillation {'on' if SETTINGS[k] else 'off'}:")
+        for e in out[k]["rows"]:
+            print(f"  {e['subnet']}: pretrained {e['pretrained_top1']}  scratch "
+                  f"{e['scratch_top1']}  gain {e['gain_top1']}")
+        print("  pretrained > scratch at every width:",
+              out[k]["pretrained_beats_scratch_at_every_width"])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", choices=("pretrain", "finetune", "report"), required=True)
     p.add_argument("--init", choices=INITS, help="stage finetune: which initialisation")
+    p.add_argument("--no-kd", action="store_true",
+                   help="stage finetune: no inplace distillation (every member learns the labels)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg"))
     p.add_argument("--work", default="/tmp/ft10_bench", help="runs and the linked subset")
     p.add_argument("--per-class", type=int, default=500, help="train images per class")
@@ -170,7 +200,8 @@ def main() -> None:
     elif args.stage == "finetune":
         if args.init is None:
             p.error("--stage finetune needs --init pretrained|scratch")
-        timed(f"finetune_{args.init}", finetune_args(args, args.init), work)
+        setting = "nokd" if args.no_kd else "kd"
+        timed(run_name(args.init, setting), finetune_args(args, args.init, setting), work)
     else:
         report(args)
 

@@ -126,10 +126,11 @@ def test_cli_trains_the_family_and_merges_rows(tmp_path):
                  "--label-smoothing", "0.1"]) == 0
     rows = {r["subnet"]: r for r in read_results(run)}
     for s in ("w1.00", "w0.50"):
-        for key in ("semisup_slimmable_10pct_top1", "semisup_slimmable_scratch_10pct_top1"):
+        for key in ("semisup_slimmable_10pct_top1", "semisup_slimmable_scratch_nokd_10pct_top1"):
             assert 0 <= rows[s][key] <= 100
         assert rows[s]["macs_g"] > 0
-    assert "slim-FT 10% top-1" in (run / "results.md").read_text()
+    table = (run / "results.md").read_text()
+    assert "slim-FT 10% top-1" in table and "slim-FT scratch no-KD 10% top-1" in table
     ft = run / "finetune_slimmable_pretrained_10pct"
     assert any((ft / "checkpoints").iterdir())
     labelled = json.loads((run / "subsets" / "labelled_10pct_seed0.json").read_text())

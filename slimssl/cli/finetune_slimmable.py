@@ -11,7 +11,7 @@ scores every member on the held-out split into the run's results table and plot.
 ``--init`` chooses the starting weights: ``pretrained`` (the run's online backbone),
 ``scratch`` (random), or ``single:PATH`` (the largest member of another run or checkpoint,
 e.g. a ``recipe.name=individual`` run, loaded into every width). The training run lives in
-``--out-dir`` (default ``RUN/finetune_slimmable_{init}_{N}pct``); re-running the same command
+``--out-dir`` (default ``RUN/finetune_slimmable_{init}[_nokd]_{N}pct``); re-running the same command
 resumes it from its newest checkpoint.
 """
 
@@ -36,11 +36,13 @@ def init_kind(text: str) -> str:
         f"--init must be pretrained, scratch or single:PATH (a run or checkpoint), got {text!r}")
 
 
-def column_prefix(init: str) -> str:
-    """Results columns ``{prefix}_{N}pct_top1``: one per initialisation, so they sit side by
-    side in the run's table and plot."""
+def column_prefix(init: str, inplace_distill: bool = True) -> str:
+    """Results columns ``{prefix}_{N}pct_top1``: one per initialisation and per inplace
+    distillation setting (``_nokd`` when off), so they sit side by side in the run's table and
+    plot instead of overwriting each other."""
     kind = init.split(":", 1)[0]
-    return "semisup_slimmable" if kind == "pretrained" else f"semisup_slimmable_{kind}"
+    prefix = "semisup_slimmable" if kind == "pretrained" else f"semisup_slimmable_{kind}"
+    return prefix if inplace_distill else f"{prefix}_nokd"
 
 
 def finetune_config(run_cfg, args: argparse.Namespace, subset: Path, num_classes: int,
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     fraction = args.fraction or 1.0
     tag = fraction_tag(fraction)
     idx, subset = labelled_subset(run_.train_set.labels, fraction, run_.run_dir, args.seed)
-    init_name = args.init.split(":", 1)[0]
+    init_name = args.init.split(":", 1)[0] + ("" if args.inplace_distill else "_nokd")
     out_dir = Path(args.out_dir or run_.run_dir / f"finetune_slimmable_{init_name}_{tag}")
     cfg = finetune_config(run_.cfg, args, subset, run_.num_classes, len(idx), out_dir)
     resume = "auto" if list_checkpoints(out_dir / "checkpoints") else None
@@ -113,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
     results = classify_family(classifier, classifier.backbone.family(), run_.test_set,
                               recalibrate)
-    publish(run_, result_rows({tag: results}, column_prefix(args.init)))
+    publish(run_, result_rows({tag: results},
+                                  column_prefix(args.init, args.inplace_distill)))
     return 0
 
 
@@ -129,5 +132,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--slimmable: sub-networks learn from the full width's detached "
                         "predictions (US-Nets; default on)")
     p.add_argument("--out-dir", help="--slimmable: the training run's directory (default "
-                                     "RUN/finetune_slimmable_{init}_{N}pct; re-run to resume)")
+                                     "RUN/finetune_slimmable_{init}[_nokd]_{N}pct; re-run to resume)")
     p.add_argument("--progress", default="auto", choices=["auto", "bar", "lines", "off"])

@@ -51,17 +51,23 @@ MISSING = "-"
 
 
 _KNN_KEY = re.compile(r"^knn_top1_k(\d+)$")
-_SEMISUP_KEY = re.compile(
-    r"^semisup_(finetune|linear|slimmable|slimmable_scratch|slimmable_single)_([0-9.]+)pct_top1$")
+_SEMISUP_KEY = re.compile(r"^semisup_(finetune|linear|slimmable(?:_scratch|_single)?(?:_nokd)?)"
+                          r"_([0-9.]+)pct_top1$")
 _SEMISUP_NAMES = {"finetune": "FT", "linear": "lin", "slimmable": "slim-FT",
                   "slimmable_scratch": "slim-FT scratch", "slimmable_single": "slim-FT single"}
+
+
+def _semisup_name(protocol: str) -> str:
+    """Header name of a protocol; ``_nokd``: slimmable fine-tuning without inplace distillation."""
+    base = protocol.removesuffix("_nokd")
+    return _SEMISUP_NAMES[base] + (" no-KD" if base != protocol else "")
 
 
 def _semisup_columns(rows: Sequence[dict]) -> list[tuple[str, str, str]]:
     """One column per semi-supervised protocol present (fine-tune before linear, 1% before 10%)."""
     found = {(m.group(1), float(m.group(2))) for r in rows for key in r
              if (m := _SEMISUP_KEY.match(key))}
-    return [(f"semisup_{p}_{pct:g}pct_top1", f"Semi-sup {_SEMISUP_NAMES[p]} {pct:g}% top-1",
+    return [(f"semisup_{p}_{pct:g}pct_top1", f"Semi-sup {_semisup_name(p)} {pct:g}% top-1",
              "{:.2f}") for p, pct in sorted(found)]
 
 

@@ -24,7 +24,9 @@ from pathlib import Path
 #: 0.9, lr 0.03 per 256 images with cosine decay, weight decay 1e-4 (US-Nets' ResNet-50), 1
 #: warm-up epoch; epochs and batch as the per-member fine-tuning. lr 0.1 (US-Nets: 0.5 at batch
 #: 1024) diverged on a 5k-image CIFAR-10 subset with resnet10_narrow at batch 256 (both from
-#: SlimCLR weights and from scratch); 0.025 trained normally on digits.
+#: SlimCLR weights and from scratch); 0.025 trained normally on digits. At 0.03 on that subset,
+#: inplace distillation was itself unstable (full-width label CE 2.4 -> 4.5 after warm-up; top-1
+#: 20-28% vs 43-51% with labels only, BENCHMARKS.md): use ``--no-inplace-distill`` on small data.
 LR, WEIGHT_DECAY, WARMUP_EPOCHS = 0.03, 1e-4, 1.0
 
 
@@ -130,7 +132,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--slimmable: label smoothing of the cross-entropy (default 0)")
     p.add_argument("--inplace-distill", action=argparse.BooleanOptionalAction, default=True,
                    help="--slimmable: sub-networks learn from the full width's detached "
-                        "predictions (US-Nets; default on)")
+                        "predictions (US-Nets; default on). Unstable on small data (5k CIFAR-10 "
+                        "images: it lost 20-28 points): --no-inplace-distill trains every "
+                        "member on the labels")
     p.add_argument("--out-dir", help="--slimmable: the training run's directory (default "
                                      "RUN/finetune_slimmable_{init}[_nokd]_{N}pct; re-run to resume)")
     p.add_argument("--progress", default="auto", choices=["auto", "bar", "lines", "off"])

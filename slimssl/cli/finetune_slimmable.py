@@ -11,8 +11,8 @@ scores every member on the held-out split into the run's results table and plot.
 ``--init`` chooses the starting weights: ``pretrained`` (the run's online backbone),
 ``scratch`` (random), or ``single:PATH`` (the largest member of another run or checkpoint,
 e.g. a ``recipe.name=individual`` run, loaded into every width). The training run lives in
-``--out-dir`` (default ``RUN/finetune_slimmable_{init}[_nokd]_{N}pct``); re-running the same command
-resumes it from its newest checkpoint.
+``--out-dir`` (default ``RUN/finetune_slimmable_{init}[_nokd]_{N}pct``); re-running the same
+command resumes it from its newest checkpoint.
 """
 
 from __future__ import annotations
@@ -117,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
 
     results = classify_family(classifier, classifier.backbone.family(), run_.test_set,
                               recalibrate)
-    publish(run_, result_rows({tag: results},
-                                  column_prefix(args.init, args.inplace_distill)))
+    prefix = column_prefix(args.init, args.inplace_distill)
+    publish(run_, result_rows({tag: results}, prefix))
     return 0
 
 
@@ -136,5 +136,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "images: it lost 20-28 points): --no-inplace-distill trains every "
                         "member on the labels")
     p.add_argument("--out-dir", help="--slimmable: the training run's directory (default "
-                                     "RUN/finetune_slimmable_{init}[_nokd]_{N}pct; re-run to resume)")
+                                     "RUN/finetune_slimmable_{init}[_nokd]_{N}pct; re-run to "
+                                     "resume)")
     p.add_argument("--progress", default="auto", choices=["auto", "bar", "lines", "off"])

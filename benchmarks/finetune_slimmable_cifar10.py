@@ -14,6 +14,7 @@ Stages (in order; ``finetune`` runs one initialisation, so (a) and (b) can run s
     python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init scratch
     python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init pretrained --no-kd
     python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init scratch --no-kd
+    slimssl knn /tmp/ft10_bench/ssl    # optional: the pre-trained family's kNN, for context
     python benchmarks/finetune_slimmable_cifar10.py --stage report
 
 ``--no-kd`` turns inplace distillation off (every member learns from the labels). Both settings
@@ -151,6 +152,10 @@ def report(args: argparse.Namespace) -> None:
         "label_ce_per_member_during_training": {
             run_name(i, k): train_curve(work / run_name(i, k)) for k in done for i in INITS},
     }
+    if any("knn_top1_k200" in r for r in rows):  # after `slimssl knn WORK/ssl`
+        out["pretraining_knn_top1_k200"] = {
+            r["subnet"]: {"pretrained": r.get("knn_top1_k200"),
+                          "random_init": r.get("knn_random_init")} for r in rows}
     for k in done:
         out[k] = comparison(rows, k)
     RESULTS.mkdir(parents=True, exist_ok=True)

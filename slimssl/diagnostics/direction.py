@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from slimssl.diagnostics.step_files import StepFiles
+
 __all__ = ["last_linear", "flat_grad", "SnapshotStore", "Snapshots", "principal_directions",
            "principal_projection", "consecutive_cosine"]
 
@@ -60,36 +62,19 @@ class Snapshots:
     layer: str
 
 
-class SnapshotStore:
+class SnapshotStore(StepFiles):
     """One ``.pt`` file per snapshot in ``directory`` (tensors and primitives only, so loading
     uses ``weights_only=True``)."""
 
-    def __init__(self, directory: str | Path) -> None:
-        self.directory = Path(directory)
-
-    def _files(self) -> list[tuple[int, Path]]:
-        if not self.directory.is_dir():
-            return []
-        found = [(int(p.stem.split("_")[1]), p) for p in self.directory.glob("step_*.pt")]
-        return sorted(found)
+    suffix = ".pt"
 
     def save(self, step: int, epoch: float, layer: str, grad: torch.Tensor) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"step_{step:08d}.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save({"step": step, "epoch": float(epoch), "layer": layer, "grad": grad}, tmp)
-        tmp.replace(path)
-        return path
-
-    def drop_after(self, step: int) -> None:
-        """Delete snapshots newer than ``step`` (a resumed run re-measures them)."""
-        for s, path in self._files():
-            if s > step:
-                path.unlink()
+        item = {"step": step, "epoch": float(epoch), "layer": layer, "grad": grad}
+        return self._write(step, lambda tmp: torch.save(item, tmp))
 
     def load(self) -> Snapshots | None:
         """All snapshots in step order, or None if there are none."""
-        items = [torch.load(p, weights_only=True) for _, p in self._files()]
+        items = [torch.load(p, weights_only=True) for _, p in self.files()]
         if not items:
             return None
         return Snapshots(torch.stack([it["grad"] for it in items]), [it["step"] for it in items],

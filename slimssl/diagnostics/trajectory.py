@@ -30,6 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from slimssl.diagnostics.direction import principal_directions
+from slimssl.diagnostics.step_files import StepFiles
 
 __all__ = ["SNAPSHOT_DIR", "WeightSnapshots", "Trajectory", "TrajectoryPCA", "landscape_keys",
            "flatten", "unflatten", "trajectory_pca"]
@@ -79,34 +80,16 @@ class Trajectory:
     final_state: dict[str, torch.Tensor]
 
 
-class WeightSnapshots:
+class WeightSnapshots(StepFiles):
     """``step_XXXXXXXX.safetensors`` files of the online network's state in ``directory``
     (safetensors: loading runs no code; epoch and step ride in the file's metadata)."""
 
-    def __init__(self, directory: str | Path) -> None:
-        self.directory = Path(directory)
-
-    def files(self) -> list[tuple[int, Path]]:
-        """``(step, path)`` of every snapshot, in step order."""
-        if not self.directory.is_dir():
-            return []
-        return sorted((int(p.stem.split("_")[1]), p)
-                      for p in self.directory.glob("step_*.safetensors"))
+    suffix = ".safetensors"
 
     def save(self, step: int, epoch: float, state: Mapping[str, torch.Tensor]) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"step_{step:08d}.safetensors"
-        tmp = path.with_suffix(".tmp")
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-        save_file(tensors, str(tmp), metadata={"step": str(step), "epoch": repr(float(epoch))})
-        tmp.replace(path)
-        return path
-
-    def drop_after(self, step: int) -> None:
-        """Delete snapshots newer than ``step`` (a resumed run takes them again)."""
-        for s, path in self.files():
-            if s > step:
-                path.unlink()
+        metadata = {"step": str(step), "epoch": repr(float(epoch))}
+        return self._write(step, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     def thin(self, keep: int) -> None:
         """Delete snapshots until at most ``keep`` (>= 2) remain, never the first or the last:

@@ -7,18 +7,18 @@ Sized for a 2-core CPU: ``resnet10_narrow`` (CIFAR stem, switchable BN, widths
 ``--per-class`` images of each class, linked into ``--work/data/train``) is both the unlabelled
 pre-training set and the 100% labelled fine-tuning set; every test image is scored.
 
-Stages (in order; ``finetune`` runs one initialisation, so (a) and (b) can run side by side)::
+Stages (in order; ``finetune`` runs one initialisation and one distillation setting, so runs
+can go side by side)::
 
     python benchmarks/finetune_slimmable_cifar10.py --stage pretrain
-    python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init pretrained
-    python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init scratch
-    python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init pretrained --no-kd
-    python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init scratch --no-kd
+    python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init pretrained  # x each
+    python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init scratch     # setting
     slimssl knn /tmp/ft10_bench/ssl    # optional: the pre-trained family's kNN, for context
     python benchmarks/finetune_slimmable_cifar10.py --stage report
 
-``--no-kd`` turns inplace distillation off (every member learns from the labels). Both settings
-are reported: at this scale inplace distillation made training unstable (see the JSON).
+``--setting`` (default ``kd_labels``, the CLI default) picks the students' loss: ``kd_labels``
+(inplace distillation + their own label CE), ``kd_pure`` (US-Nets' pure inplace distillation,
+which was unstable at this scale) or ``nokd`` (every member learns from the labels only).
 
 ``report`` writes ``benchmarks/results/finetune_slimmable_cifar10.{json,png}``.
 """
@@ -34,7 +34,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 INITS = ("pretrained", "scratch")
-SETTINGS = {"kd": True, "nokd": False}  # name -> inplace distillation on?
+#: distillation setting -> (finetune flags, results-column suffix, legend)
+SETTINGS = {
+    "kd_labels": (["--inplace-distill", "--kd-label-weight", "1"], "",
+                  "inplace KD + labels (default)"),
+    "kd_pure": (["--inplace-distill", "--kd-label-weight", "0"], "_kdlw0", "pure inplace KD"),
+    "nokd": (["--no-inplace-distill"], "_nokd", "labels only"),
+}
 
 
 def link_subset(source: Path, dest: Path, per_class_train: int) -> None:
@@ -60,15 +66,19 @@ def pretrain_args(args: argparse.Namespace) -> list[str]:
             "--set", f"train.seed={args.seed}"]
 
 
+#: setting -> (key, run name, seconds key) in the record written before ``--setting`` existed
+LEGACY = {"kd_pure": ("kd", "ft_{init}", "finetune_{init}"),
+          "nokd": ("nokd", "ft_{init}_nokd", "ft_{init}_nokd")}
+
+
 def run_name(init: str, setting: str) -> str:
-    return f"ft_{init}" if setting == "kd" else f"ft_{init}_{setting}"
+    return f"ft_{init}_{setting}"
 
 
 def finetune_args(args: argparse.Namespace, init: str, setting: str) -> list[str]:
     return ["finetune", str(Path(args.work) / "ssl"), "--slimmable", "--fraction", "1.0",
             "--init", init, "--epochs", str(args.finetune_epochs), "--lr", str(args.lr),
-            "--seed", str(args.seed), "--progress", "lines",
-            "--inplace-distill" if SETTINGS[setting] else "--no-inplace-distill",
+            "--seed", str(args.seed), "--progress", "lines", *SETTINGS[setting][0],
             "--out-dir", str(Path(args.work) / run_name(init, setting))]
 
 
@@ -101,16 +111,40 @@ def comparison(rows: list[dict], setting: str) -> dict:
     for r in rows:
         entry = {"subnet": r["subnet"], "macs_g": r.get("macs_g"), "params_m": r.get("params_m")}
         for init in INITS:
-            column = column_prefix(init, SETTINGS[setting]) + "_100pct"
+            column = column_prefix(init, SETTINGS[setting][1]) + "_100pct"
             entry[f"{init}_top1"] = r.get(f"{column}_top1")
             entry[f"{init}_top5"] = r.get(f"{column}_top5")
         a, b = entry["pretrained_top1"], entry["scratch_top1"]
         entry["gain_top1"] = None if a is None or b is None else round(a - b, 2)
         table.append(entry)
     gains = [e["gain_top1"] for e in table]
-    return {"inplace_distillation": SETTINGS[setting], "rows": table,
+    return {"students_loss": SETTINGS[setting][2], "rows": table,
             "pretrained_beats_scratch_at_every_width":
                 None if None in gains else all(g > 0 for g in gains)}
+
+
+def carry_over(out: dict, done: list[str]) -> None:
+    """Keep the settings this session did not re-run from the previous record, marked
+    ``earlier_session``. They are comparable when the pre-training was the same: then a
+    pretrained-init run's first logged step (every member's label CE on the first batch, before
+    any update) is identical across sessions, which ``same_pretraining`` records."""
+    record = RESULTS / "finetune_slimmable_cifar10.json"
+    previous = json.loads(record.read_text()) if record.exists() else {}
+    curves = out["label_ce_per_member_during_training"]
+    first = {c[0]["step"]: c[0] for name, c in curves.items() if "pretrained" in name and c}
+    for k in SETTINGS:
+        key, old_run, old_time = LEGACY.get(k, (k, *(2 * ["ft_{init}_" + k])))
+        if k in done or key not in previous:
+            continue
+        old_curves = previous["label_ce_per_member_during_training"]
+        start = old_curves[old_run.format(init="pretrained")][0]
+        out[k] = {"students_loss": SETTINGS[k][2], "earlier_session": True,
+                  "same_pretraining": bool(first) and first.get(start["step"]) == start,
+                  **{f: previous[key][f] for f in ("rows",
+                                                   "pretrained_beats_scratch_at_every_width")}}
+        for init in INITS:
+            curves[run_name(init, k)] = old_curves[old_run.format(init=init)]
+            out["seconds"][run_name(init, k)] = previous["seconds"][old_time.format(init=init)]
 
 
 def report(args: argparse.Namespace) -> None:
@@ -143,8 +177,8 @@ def report(args: argparse.Namespace) -> None:
                       "views (random resized crop 0.08-1 + flip), all 4 members every step; "
                       "identical for both inits",
         "commands": ["python benchmarks/finetune_slimmable_cifar10.py " + " ".join(a) for a in (
-            ["--stage", "pretrain"], *(["--stage", "finetune", "--init", i] + (
-                [] if k == "kd" else ["--no-kd"]) for k in done for i in INITS),
+            ["--stage", "pretrain"],
+            *(["--stage", "finetune", "--init", i, "--setting", k] for k in done for i in INITS),
             ["--stage", "report"])],
         "cli_equivalents": ["slimssl " + " ".join(pretrain_args(args))] + [
             "slimssl " + " ".join(finetune_args(args, i, k)) for k in done for i in INITS],
@@ -158,14 +192,16 @@ def report(args: argparse.Namespace) -> None:
                           "random_init": r.get("knn_random_init")} for r in rows}
     for k in done:
         out[k] = comparison(rows, k)
+    carry_over(out, done)
+    shown = [k for k in SETTINGS if k in out]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "finetune_slimmable_cifar10.json").write_text(json.dumps(out, indent=1) + "\n")
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for k, line in zip(done, ("-", "--")):
+    for k, line in zip(shown, ("-", "--", ":")):
         for init, marker in zip(INITS, "os"):
             pts = [(e["macs_g"] * 1e3, e[f"{init}_top1"]) for e in out[k]["rows"]
                    if e[f"{init}_top1"] is not None]
-            label = f"{init} init, {'inplace KD' if SETTINGS[k] else 'labels only'}"
+            label = f"{init} init, {SETTINGS[k][2]}"
             ax.plot(*zip(*pts), marker=marker, linestyle=line, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("MMACs (32 px)")
@@ -175,8 +211,8 @@ def report(args: argparse.Namespace) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "finetune_slimmable_cifar10.png", dpi=120)
-    for k in done:
-        print(f"inplace distillation {'on' if SETTINGS[k] else 'off'}:")
+    for k in shown:
+        print(f"{SETTINGS[k][2]}{' (earlier session)' if out[k].get('earlier_session') else ''}:")
         for e in out[k]["rows"]:
             print(f"  {e['subnet']}: pretrained {e['pretrained_top1']}  scratch "
                   f"{e['scratch_top1']}  gain {e['gain_top1']}")
@@ -188,8 +224,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", choices=("pretrain", "finetune", "report"), required=True)
     p.add_argument("--init", choices=INITS, help="stage finetune: which initialisation")
-    p.add_argument("--no-kd", action="store_true",
-                   help="stage finetune: no inplace distillation (every member learns the labels)")
+    p.add_argument("--setting", choices=tuple(SETTINGS), default="kd_labels",
+                   help="stage finetune: the students' loss (see the module docstring)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg"))
     p.add_argument("--work", default="/tmp/ft10_bench", help="runs and the linked subset")
     p.add_argument("--per-class", type=int, default=500, help="train images per class")
@@ -205,8 +241,8 @@ def main() -> None:
     elif args.stage == "finetune":
         if args.init is None:
             p.error("--stage finetune needs --init pretrained|scratch")
-        setting = "nokd" if args.no_kd else "kd"
-        timed(run_name(args.init, setting), finetune_args(args, args.init, setting), work)
+        name = run_name(args.init, args.setting)
+        timed(name, finetune_args(args, args.init, args.setting), work)
     else:
         report(args)
 

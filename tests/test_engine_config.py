@@ -85,6 +85,8 @@ def test_cross_field_checks():
         load_config(None, ["model.widths=[1.5]"])
     with pytest.raises(ConfigError, match="lr_change"):
         load_config(None, ["optim.lr_change_epoch=3"])
+    with pytest.raises(ConfigError, match="kd_label_weight.*'slimclr'"):
+        load_config(None, ["recipe.kd_label_weight=1.0"])  # the label weight of no recipe here
 
 
 def test_roundtrip_and_save(tmp_path):

@@ -22,8 +22,8 @@ from slimssl.recipes.supervised import SupervisedSlimmable, sandwich_sampler
 WIDTHS = [1.0, 0.75, 0.5, 0.25]
 
 
-def _recipe(model, k=4, distill=True):
-    return SupervisedSlimmable(sandwich_sampler(model, k, seed=0), distill)
+def _recipe(model, k=4, distill=True, label_weight=0.0):
+    return SupervisedSlimmable(sandwich_sampler(model, k, seed=0), distill, label_weight)
 
 
 def test_sandwich_holds_largest_and_smallest_for_every_family_kind():
@@ -65,6 +65,22 @@ def test_inplace_distillation_targets_are_detached():
     assert recipe.subnet_loss(0, [], student, None) is student.loss  # largest: labels
     assert _recipe(create("resnet10_narrow", widths=[1.0, 0.5], num_classes=0),
                    distill=False).subnet_loss(1, [], student, teacher) is student.loss
+
+
+def test_label_weight_adds_the_students_label_loss_to_its_distillation_term():
+    recipe = _recipe(create("resnet10_narrow", widths=[1.0, 0.5], num_classes=0),
+                     label_weight=0.5)
+    teacher_logits = torch.tensor([[0.0, 0.0]])  # teacher: (1/2, 1/2)
+    student_logits = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    label_loss = torch.tensor(0.7, requires_grad=True)
+    term = recipe.subnet_loss(1, [], SubnetOutput(label_loss, None, student_logits),
+                              SubnetOutput(torch.tensor(1.0), None, teacher_logits))
+    # soft CE of (1/2, 1/2) against itself is log 2; plus 0.5 * 0.7
+    torch.testing.assert_close(term, torch.tensor(0.6931472 + 0.35))
+    term.backward()
+    assert label_loss.grad == 0.5
+    with pytest.raises(ValueError, match="label_weight"):
+        _recipe(create("resnet10_narrow", widths=[1.0, 0.5], num_classes=0), label_weight=-1)
 
 
 def _zero_private_norms(model, width):
@@ -124,13 +140,20 @@ def test_cli_trains_the_family_and_merges_rows(tmp_path):
     assert main(finetune) == 0
     assert main([*finetune, "--init", "scratch", "--no-inplace-distill",
                  "--label-smoothing", "0.1"]) == 0
+    assert main([*finetune, "--init", "scratch", "--kd-label-weight", "0"]) == 0
     rows = {r["subnet"]: r for r in read_results(run)}
+    columns = ("semisup_slimmable_10pct_top1", "semisup_slimmable_scratch_nokd_10pct_top1",
+               "semisup_slimmable_scratch_kdlw0_10pct_top1")
     for s in ("w1.00", "w0.50"):
-        for key in ("semisup_slimmable_10pct_top1", "semisup_slimmable_scratch_nokd_10pct_top1"):
+        for key in columns:
             assert 0 <= rows[s][key] <= 100
         assert rows[s]["macs_g"] > 0
     table = (run / "results.md").read_text()
-    assert "slim-FT 10% top-1" in table and "slim-FT scratch no-KD 10% top-1" in table
+    for header in ("slim-FT 10% top-1", "slim-FT scratch no-KD 10% top-1",
+                   "slim-FT scratch KD label-w 0 10% top-1"):
+        assert header in table
+    assert "kd_label_weight: 0.0" in (
+        run / "finetune_slimmable_scratch_kdlw0_10pct" / "config.yaml").read_text()
     ft = run / "finetune_slimmable_pretrained_10pct"
     assert any((ft / "checkpoints").iterdir())
     labelled = json.loads((run / "subsets" / "labelled_10pct_seed0.json").read_text())

@@ -11,7 +11,7 @@ scores every member on the held-out split into the run's results table and plot.
 ``--init`` chooses the starting weights: ``pretrained`` (the run's online backbone),
 ``scratch`` (random), or ``single:PATH`` (the largest member of another run or checkpoint,
 e.g. a ``recipe.name=individual`` run, loaded into every width). The training run lives in
-``--out-dir`` (default ``RUN/finetune_slimmable_{init}[_nokd]_{N}pct``); re-running the same
+``--out-dir`` (default ``RUN/finetune_slimmable_{init}[_nokd|_kdlwW]_{N}pct``); re-running the same
 command resumes it from its newest checkpoint.
 """
 
@@ -24,10 +24,11 @@ from pathlib import Path
 #: 0.9, lr 0.03 per 256 images with cosine decay, weight decay 1e-4 (US-Nets' ResNet-50), 1
 #: warm-up epoch; epochs and batch as the per-member fine-tuning. lr 0.1 (US-Nets: 0.5 at batch
 #: 1024) diverged on a 5k-image CIFAR-10 subset with resnet10_narrow at batch 256 (both from
-#: SlimCLR weights and from scratch); 0.025 trained normally on digits. At 0.03 on that subset,
-#: inplace distillation was itself unstable (full-width label CE 2.4 -> 4.5 after warm-up; top-1
-#: 20-28% vs 43-51% with labels only, BENCHMARKS.md): use ``--no-inplace-distill`` on small data.
-LR, WEIGHT_DECAY, WARMUP_EPOCHS = 0.03, 1e-4, 1.0
+#: SlimCLR weights and from scratch); 0.025 trained normally on digits. On that subset pure
+#: inplace distillation (US-Nets) was itself unstable (the full width's label CE 2.4 -> 4.5 after
+#: warm-up; top-1 20-28% vs 43-51% with labels only, BENCHMARKS.md), hence a student's label CE
+#: is added to its distillation term by default (KD_LABEL_WEIGHT; recipes/supervised.py).
+LR, WEIGHT_DECAY, WARMUP_EPOCHS, KD_LABEL_WEIGHT = 0.03, 1e-4, 1.0, 1.0
 
 
 def init_kind(text: str) -> str:
@@ -38,13 +39,22 @@ def init_kind(text: str) -> str:
         f"--init must be pretrained, scratch or single:PATH (a run or checkpoint), got {text!r}")
 
 
-def column_prefix(init: str, inplace_distill: bool = True) -> str:
-    """Results columns ``{prefix}_{N}pct_top1``: one per initialisation and per inplace
-    distillation setting (``_nokd`` when off), so they sit side by side in the run's table and
-    plot instead of overwriting each other."""
+def distill_suffix(inplace_distill: bool, kd_label_weight: float = KD_LABEL_WEIGHT) -> str:
+    """Names the distillation setting in run directories and results columns: ``""`` for the
+    default, ``_nokd`` without inplace distillation, ``_kdlw{W}`` for another label weight
+    (``_kdlw0``: pure US-Nets distillation)."""
+    if not inplace_distill:
+        return "_nokd"
+    return "" if kd_label_weight == KD_LABEL_WEIGHT else f"_kdlw{kd_label_weight:g}"
+
+
+def column_prefix(init: str, suffix: str = "") -> str:
+    """Results columns ``{prefix}_{N}pct_top1``: one per initialisation and per distillation
+    setting (:func:`distill_suffix`), so they sit side by side in the run's table and plot
+    instead of overwriting each other."""
     kind = init.split(":", 1)[0]
     prefix = "semisup_slimmable" if kind == "pretrained" else f"semisup_slimmable_{kind}"
-    return prefix if inplace_distill else f"{prefix}_nokd"
+    return prefix + suffix
 
 
 def finetune_config(run_cfg, args: argparse.Namespace, subset: Path, num_classes: int,
@@ -60,6 +70,7 @@ def finetune_config(run_cfg, args: argparse.Namespace, subset: Path, num_classes
                    "label_smoothing": args.label_smoothing}
     d["recipe"] = {"name": "supervised", "num_sampled": run_cfg.recipe.num_sampled,
                    "inplace_distill": "kl" if args.inplace_distill else "none",
+                   "kd_label_weight": args.kd_label_weight if args.inplace_distill else 0.0,
                    "update_mode": "sum"}
     d["optim"] = {"name": "sgd", "lr": args.lr or LR, "weight_decay": WEIGHT_DECAY,
                   "warmup_epochs": WARMUP_EPOCHS}
@@ -96,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     fraction = args.fraction or 1.0
     tag = fraction_tag(fraction)
     idx, subset = labelled_subset(run_.train_set.labels, fraction, run_.run_dir, args.seed)
-    init_name = args.init.split(":", 1)[0] + ("" if args.inplace_distill else "_nokd")
+    suffix = distill_suffix(args.inplace_distill, args.kd_label_weight)
+    init_name = args.init.split(":", 1)[0] + suffix
     out_dir = Path(args.out_dir or run_.run_dir / f"finetune_slimmable_{init_name}_{tag}")
     cfg = finetune_config(run_.cfg, args, subset, run_.num_classes, len(idx), out_dir)
     resume = "auto" if list_checkpoints(out_dir / "checkpoints") else None
@@ -117,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     results = classify_family(classifier, classifier.backbone.family(), run_.test_set,
                               recalibrate)
-    prefix = column_prefix(args.init, args.inplace_distill)
+    prefix = column_prefix(args.init, suffix)
     publish(run_, result_rows({tag: results}, prefix))
     return 0
 
@@ -132,10 +144,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--slimmable: label smoothing of the cross-entropy (default 0)")
     p.add_argument("--inplace-distill", action=argparse.BooleanOptionalAction, default=True,
                    help="--slimmable: sub-networks learn from the full width's detached "
-                        "predictions (US-Nets; default on). Unstable on small data (5k CIFAR-10 "
-                        "images: it lost 20-28 points): --no-inplace-distill trains every "
-                        "member on the labels")
+                        "predictions (US-Nets; default on); --no-inplace-distill trains every "
+                        "member on the labels only")
+    p.add_argument("--kd-label-weight", type=float, default=KD_LABEL_WEIGHT,
+                   help="--slimmable: weight of each sub-network's own label cross-entropy next "
+                        f"to its distillation term (default {KD_LABEL_WEIGHT:g}; 0 = pure "
+                        "US-Nets inplace distillation, which was unstable on 5k CIFAR-10 images "
+                        "and lost 20-28 points)")
     p.add_argument("--out-dir", help="--slimmable: the training run's directory (default "
-                                     "RUN/finetune_slimmable_{init}[_nokd]_{N}pct; re-run to "
+                                     "RUN/finetune_slimmable_{init}[_nokd|_kdlwW]_{N}pct; re-run to "
                                      "resume)")
     p.add_argument("--progress", default="auto", choices=["auto", "bar", "lines", "off"])

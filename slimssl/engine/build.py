@@ -78,7 +78,8 @@ def build_recipe(cfg: Config, model: SlimmableModel) -> Recipe:
             raise ConfigError(f"recipe 'supervised' distils soft labels: recipe.inplace_distill "
                               f"must be 'kl' or 'none', got {r.inplace_distill!r}")
         return SupervisedSlimmable(sandwich_sampler(model, r.num_sampled, seed),
-                                   distill=r.inplace_distill == "kl")
+                                   distill=r.inplace_distill == "kl",
+                                   label_weight=r.kd_label_weight)
     if r.name == "dspnet":
         return DSPNet(family, r.num_sampled, r.warmup_full_epochs, seed)
     if r.name == "snet":

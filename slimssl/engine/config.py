@@ -143,6 +143,9 @@ class RecipeConfig:
     group_reg_warmup_epochs: float = 0.0
     # snet / usnet baselines: none, cosine, infonce; supervised: none or kl (soft labels)
     inplace_distill: str = choice("none", "none", "cosine", "infonce", "kl")
+    # supervised + kl: weight of each student's own label CE next to its distillation term
+    # (0 = US-Nets' pure inplace distillation; recipes/supervised.py says why 1 is safer)
+    kd_label_weight: float = 0.0
 
 
 @dataclass
@@ -393,6 +396,12 @@ def _validate_ranges(cfg: Config) -> None:
     if cfg.method.name == "supervised" and (cfg.method.num_classes or 0) < 2:
         raise ConfigError("config key 'method.num_classes': method 'supervised' needs the "
                           f"number of classes (>= 2), got {cfg.method.num_classes}")
+    if cfg.recipe.kd_label_weight < 0 or (cfg.recipe.kd_label_weight
+                                          and cfg.recipe.inplace_distill != "kl"):
+        raise ConfigError(f"config key 'recipe.kd_label_weight': a weight >= 0 of the students' "
+                          f"label loss under recipe 'supervised' with inplace_distill=kl; got "
+                          f"{cfg.recipe.kd_label_weight} with recipe {cfg.recipe.name!r}, "
+                          f"inplace_distill={cfg.recipe.inplace_distill!r}")
     if not 0.0 <= cfg.method.label_smoothing < 1.0:
         raise ConfigError(f"config key 'method.label_smoothing': must be in [0, 1), got "
                           f"{cfg.method.label_smoothing}")

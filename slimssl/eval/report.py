@@ -51,16 +51,21 @@ MISSING = "-"
 
 
 _KNN_KEY = re.compile(r"^knn_top1_k(\d+)$")
-_SEMISUP_KEY = re.compile(r"^semisup_(finetune|linear|slimmable(?:_scratch|_single)?(?:_nokd)?)"
-                          r"_([0-9.]+)pct_top1$")
+_SEMISUP_KEY = re.compile(r"^semisup_(finetune|linear|slimmable(?:_scratch|_single)?"
+                          r"(?:_nokd|_kdlw[0-9.]+)?)_([0-9.]+)pct_top1$")
+_DISTILL_SUFFIX = re.compile(r"_(nokd|kdlw([0-9.]+))$")
 _SEMISUP_NAMES = {"finetune": "FT", "linear": "lin", "slimmable": "slim-FT",
                   "slimmable_scratch": "slim-FT scratch", "slimmable_single": "slim-FT single"}
 
 
 def _semisup_name(protocol: str) -> str:
-    """Header name of a protocol; ``_nokd``: slimmable fine-tuning without inplace distillation."""
-    base = protocol.removesuffix("_nokd")
-    return _SEMISUP_NAMES[base] + (" no-KD" if base != protocol else "")
+    """Header name of a protocol. Slimmable fine-tuning suffixes (``cli.finetune_slimmable``):
+    ``_nokd`` without inplace distillation, ``_kdlw{W}`` with a non-default label weight."""
+    m = _DISTILL_SUFFIX.search(protocol)
+    if m is None:
+        return _SEMISUP_NAMES[protocol]
+    setting = " no-KD" if m.group(1) == "nokd" else f" KD label-w {m.group(2)}"
+    return _SEMISUP_NAMES[protocol[:m.start()]] + setting
 
 
 def _semisup_columns(rows: Sequence[dict]) -> list[tuple[str, str, str]]:

@@ -66,11 +66,6 @@ def pretrain_args(args: argparse.Namespace) -> list[str]:
             "--set", f"train.seed={args.seed}"]
 
 
-#: setting -> (key, run name, seconds key) in the record written before ``--setting`` existed
-LEGACY = {"kd_pure": ("kd", "ft_{init}", "finetune_{init}"),
-          "nokd": ("nokd", "ft_{init}_nokd", "ft_{init}_nokd")}
-
-
 def run_name(init: str, setting: str) -> str:
     return f"ft_{init}_{setting}"
 
@@ -123,30 +118,6 @@ def comparison(rows: list[dict], setting: str) -> dict:
                 None if None in gains else all(g > 0 for g in gains)}
 
 
-def carry_over(out: dict, done: list[str]) -> None:
-    """Keep the settings this session did not re-run from the previous record, marked
-    ``earlier_session``. They are comparable when the pre-training was the same: then a
-    pretrained-init run's first logged step (every member's label CE on the first batch, before
-    any update) is identical across sessions, which ``same_pretraining`` records."""
-    record = RESULTS / "finetune_slimmable_cifar10.json"
-    previous = json.loads(record.read_text()) if record.exists() else {}
-    curves = out["label_ce_per_member_during_training"]
-    first = {c[0]["step"]: c[0] for name, c in curves.items() if "pretrained" in name and c}
-    for k in SETTINGS:
-        key, old_run, old_time = LEGACY.get(k, (k, *(2 * ["ft_{init}_" + k])))
-        if k in done or key not in previous:
-            continue
-        old_curves = previous["label_ce_per_member_during_training"]
-        start = old_curves[old_run.format(init="pretrained")][0]
-        out[k] = {"students_loss": SETTINGS[k][2], "earlier_session": True,
-                  "same_pretraining": bool(first) and first.get(start["step"]) == start,
-                  **{f: previous[key][f] for f in ("rows",
-                                                   "pretrained_beats_scratch_at_every_width")}}
-        for init in INITS:
-            curves[run_name(init, k)] = old_curves[old_run.format(init=init)]
-            out["seconds"][run_name(init, k)] = previous["seconds"][old_time.format(init=init)]
-
-
 def report(args: argparse.Namespace) -> None:
     import matplotlib
     import torch
@@ -192,12 +163,10 @@ def report(args: argparse.Namespace) -> None:
                           "random_init": r.get("knn_random_init")} for r in rows}
     for k in done:
         out[k] = comparison(rows, k)
-    carry_over(out, done)
-    shown = [k for k in SETTINGS if k in out]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "finetune_slimmable_cifar10.json").write_text(json.dumps(out, indent=1) + "\n")
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for k, line in zip(shown, ("-", "--", ":")):
+    for k, line in zip(done, ("-", "--", ":")):
         for init, marker in zip(INITS, "os"):
             pts = [(e["macs_g"] * 1e3, e[f"{init}_top1"]) for e in out[k]["rows"]
                    if e[f"{init}_top1"] is not None]
@@ -211,8 +180,8 @@ def report(args: argparse.Namespace) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "finetune_slimmable_cifar10.png", dpi=120)
-    for k in shown:
-        print(f"{SETTINGS[k][2]}{' (earlier session)' if out[k].get('earlier_session') else ''}:")
+    for k in done:
+        print(f"{SETTINGS[k][2]}:")
         for e in out[k]["rows"]:
             print(f"  {e['subnet']}: pretrained {e['pretrained_top1']}  scratch "
                   f"{e['scratch_top1']}  gain {e['gain_top1']}")

@@ -11,8 +11,10 @@ Stages (in order; ``finetune`` runs one initialisation and one distillation sett
 can go side by side)::
 
     python benchmarks/finetune_slimmable_cifar10.py --stage pretrain
+    python benchmarks/finetune_slimmable_cifar10.py --stage pretrain_single  # optional
     python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init pretrained  # x each
     python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init scratch     # setting
+    python benchmarks/finetune_slimmable_cifar10.py --stage finetune --init single      # optional
     slimssl knn /tmp/ft10_bench/ssl    # optional: the pre-trained family's kNN, for context
     python benchmarks/finetune_slimmable_cifar10.py --stage report
 
@@ -33,7 +35,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-INITS = ("pretrained", "scratch")
+#: initialisations: the SlimCLR family, random, and a single MoCo v2 network (same data, epochs
+#: and settings, ``configs/individual_mocov2_cifar10.yaml``) loaded into every width; the
+#: last is optional (``--stage pretrain_single``), as DSPNet Fig. A1's third line
+INITS = ("pretrained", "scratch", "single")
 #: distillation setting -> (finetune flags, results-column suffix, legend)
 SETTINGS = {
     "kd_labels": (["--inplace-distill", "--kd-label-weight", "1"], "",
@@ -55,10 +60,12 @@ def link_subset(source: Path, dest: Path, per_class_train: int) -> None:
                     (out / f.name).symlink_to(f.resolve())
 
 
-def pretrain_args(args: argparse.Namespace) -> list[str]:
-    return ["pretrain", "--config", str(ROOT / "configs" / "slimclr_mocov2_cifar10.yaml"),
+def pretrain_args(args: argparse.Namespace, single: bool = False) -> list[str]:
+    config = "individual_mocov2_cifar10.yaml" if single else "slimclr_mocov2_cifar10.yaml"
+    return ["pretrain", "--config", str(ROOT / "configs" / config),
             "--data", str(Path(args.work) / "data"), "--epochs", str(args.pretrain_epochs),
-            "--out-dir", str(Path(args.work) / "ssl"), "--no-eval", "--progress", "lines",
+            "--out-dir", str(Path(args.work) / ("single_ssl" if single else "ssl")), "--no-eval",
+            "--progress", "lines",
             "--set", "model.arch=resnet10_narrow", "--set", "data.batch_size=128",
             "--set", "data.num_workers=0", "--set", "method.queue_size=2048",
             "--set", "method.bn_splits=4", "--set", "optim.warmup_epochs=2",
@@ -72,7 +79,8 @@ def run_name(init: str, setting: str) -> str:
 
 def finetune_args(args: argparse.Namespace, init: str, setting: str) -> list[str]:
     return ["finetune", str(Path(args.work) / "ssl"), "--slimmable", "--fraction", "1.0",
-            "--init", init, "--epochs", str(args.finetune_epochs), "--lr", str(args.lr),
+            "--init", f"single:{Path(args.work) / 'single_ssl'}" if init == "single" else init,
+            "--epochs", str(args.finetune_epochs), "--lr", str(args.lr),
             "--seed", str(args.seed), "--progress", "lines", *SETTINGS[setting][0],
             "--out-dir", str(Path(args.work) / run_name(init, setting))]
 
@@ -109,13 +117,16 @@ def comparison(rows: list[dict], setting: str) -> dict:
             column = column_prefix(init, SETTINGS[setting][1]) + "_100pct"
             entry[f"{init}_top1"] = r.get(f"{column}_top1")
             entry[f"{init}_top5"] = r.get(f"{column}_top5")
-        a, b = entry["pretrained_top1"], entry["scratch_top1"]
-        entry["gain_top1"] = None if a is None or b is None else round(a - b, 2)
+        for other in INITS[1:]:
+            a, b = entry["pretrained_top1"], entry[f"{other}_top1"]
+            entry[f"gain_over_{other}"] = None if a is None or b is None else round(a - b, 2)
         table.append(entry)
-    gains = [e["gain_top1"] for e in table]
-    return {"students_loss": SETTINGS[setting][2], "rows": table,
-            "pretrained_beats_scratch_at_every_width":
-                None if None in gains else all(g > 0 for g in gains)}
+    verdict = {}
+    for other in INITS[1:]:
+        gains = [e[f"gain_over_{other}"] for e in table]
+        verdict[f"pretrained_beats_{other}_at_every_width"] = (
+            None if None in gains else all(g > 0 for g in gains))
+    return {"students_loss": SETTINGS[setting][2], "rows": table, **verdict}
 
 
 def report(args: argparse.Namespace) -> None:
@@ -128,7 +139,9 @@ def report(args: argparse.Namespace) -> None:
     work = Path(args.work)
     rows = json.loads((work / "ssl" / "results.json").read_text())
     rows = rows["rows"] if isinstance(rows, dict) else rows
-    done = [k for k in SETTINGS if all((work / run_name(i, k)).is_dir() for i in INITS)]
+    done = [k for k in SETTINGS if all((work / run_name(i, k)).is_dir() for i in INITS[:2])]
+    runs = [(i, k) for k in done for i in INITS if (work / run_name(i, k)).is_dir()]
+    single = (work / "single_ssl").is_dir()
     out = {
         "issue": 10,
         "claim": "DSPNet appendix 0.B, Fig. A1: supervised slimmable training initialised from "
@@ -146,16 +159,20 @@ def report(args: argparse.Namespace) -> None:
         "finetuning": f"slimssl finetune --slimmable: {args.finetune_epochs} epochs, batch 256, "
                       f"SGD lr {args.lr} per 256 cosine, 1 warm-up epoch, wd 1e-4, 'supervised' "
                       "views (random resized crop 0.08-1 + flip), all 4 members every step; "
-                      "identical for both inits",
+                      "identical for every init",
+        "single_network": "configs/individual_mocov2_cifar10.yaml: one MoCo v2 resnet10_narrow "
+                          "at width 1.0, the same data, epochs and settings as the pre-training, "
+                          "loaded into every width (init 'single')",
         "commands": ["python benchmarks/finetune_slimmable_cifar10.py " + " ".join(a) for a in (
-            ["--stage", "pretrain"],
-            *(["--stage", "finetune", "--init", i, "--setting", k] for k in done for i in INITS),
+            ["--stage", "pretrain"], *([["--stage", "pretrain_single"]] if single else []),
+            *(["--stage", "finetune", "--init", i, "--setting", k] for i, k in runs),
             ["--stage", "report"])],
-        "cli_equivalents": ["slimssl " + " ".join(pretrain_args(args))] + [
-            "slimssl " + " ".join(finetune_args(args, i, k)) for k in done for i in INITS],
+        "cli_equivalents": ["slimssl " + " ".join(pretrain_args(args, s)) for s in (
+            False, *([True] if single else []))] + [
+            "slimssl " + " ".join(finetune_args(args, i, k)) for i, k in runs],
         "seconds": json.loads((work / "seconds.json").read_text()),
         "label_ce_per_member_during_training": {
-            run_name(i, k): train_curve(work / run_name(i, k)) for k in done for i in INITS},
+            run_name(i, k): train_curve(work / run_name(i, k)) for i, k in runs},
     }
     if any("knn_top1_k200" in r for r in rows):  # after `slimssl knn WORK/ssl`
         out["pretraining_knn_top1_k200"] = {
@@ -167,11 +184,12 @@ def report(args: argparse.Namespace) -> None:
     (RESULTS / "finetune_slimmable_cifar10.json").write_text(json.dumps(out, indent=1) + "\n")
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for k, line in zip(done, ("-", "--", ":")):
-        for init, marker in zip(INITS, "os"):
+        for init, color in zip(INITS, ("C0", "C1", "C2")):
             pts = [(e["macs_g"] * 1e3, e[f"{init}_top1"]) for e in out[k]["rows"]
                    if e[f"{init}_top1"] is not None]
-            label = f"{init} init, {SETTINGS[k][2]}"
-            ax.plot(*zip(*pts), marker=marker, linestyle=line, label=label)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", color=color, linestyle=line,
+                        label=f"{init} init, {SETTINGS[k][2]}")
     ax.set_xscale("log")
     ax.set_xlabel("MMACs (32 px)")
     ax.set_ylabel("CIFAR-10 test top-1 (%)")
@@ -183,15 +201,16 @@ def report(args: argparse.Namespace) -> None:
     for k in done:
         print(f"{SETTINGS[k][2]}:")
         for e in out[k]["rows"]:
-            print(f"  {e['subnet']}: pretrained {e['pretrained_top1']}  scratch "
-                  f"{e['scratch_top1']}  gain {e['gain_top1']}")
-        print("  pretrained > scratch at every width:",
-              out[k]["pretrained_beats_scratch_at_every_width"])
+            print(f"  {e['subnet']}: " + "  ".join(f"{i} {e[f'{i}_top1']}" for i in INITS))
+        for other in INITS[1:]:
+            print(f"  pretrained > {other} at every width:",
+                  out[k][f"pretrained_beats_{other}_at_every_width"])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stage", choices=("pretrain", "finetune", "report"), required=True)
+    p.add_argument("--stage", choices=("pretrain", "pretrain_single", "finetune", "report"),
+                   required=True)
     p.add_argument("--init", choices=INITS, help="stage finetune: which initialisation")
     p.add_argument("--setting", choices=tuple(SETTINGS), default="kd_labels",
                    help="stage finetune: the students' loss (see the module docstring)")
@@ -207,6 +226,9 @@ def main() -> None:
     if args.stage == "pretrain":
         link_subset(Path(args.data), work / "data", args.per_class)
         timed("pretrain", pretrain_args(args), work)
+    elif args.stage == "pretrain_single":
+        link_subset(Path(args.data), work / "data", args.per_class)
+        timed("pretrain_single", pretrain_args(args, single=True), work)
     elif args.stage == "finetune":
         if args.init is None:
             p.error("--stage finetune needs --init pretrained|scratch")

@@ -191,11 +191,14 @@ def report(args: argparse.Namespace) -> None:
                 ax.plot(*zip(*pts), marker="o", color=color, linestyle=line,
                         label=f"{init} init, {SETTINGS[k][2]}")
     ax.set_xscale("log")
+    macs = [e["macs_g"] * 1e3 for e in out[done[0]]["rows"]] if done else []
+    ax.set_xticks(macs, [f"{m:.1f}" for m in macs], minor=False)
+    ax.minorticks_off()
     ax.set_xlabel("MMACs (32 px)")
     ax.set_ylabel("CIFAR-10 test top-1 (%)")
     ax.set_title("Supervised slimmable fine-tuning, resnet10_narrow", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(RESULTS / "finetune_slimmable_cifar10.png", dpi=120)
     for k in done:

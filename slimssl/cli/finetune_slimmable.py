@@ -11,8 +11,8 @@ scores every member on the held-out split into the run's results table and plot.
 ``--init`` chooses the starting weights: ``pretrained`` (the run's online backbone),
 ``scratch`` (random), or ``single:PATH`` (the largest member of another run or checkpoint,
 e.g. a ``recipe.name=individual`` run, loaded into every width). The training run lives in
-``--out-dir`` (default ``RUN/finetune_slimmable_{init}[_nokd|_kdlwW]_{N}pct``); re-running the same
-command resumes it from its newest checkpoint.
+``--out-dir`` (default ``RUN/finetune_slimmable_{init}[_nokd|_kdlwW]_{N}pct``); re-running
+the same command resumes it from its newest checkpoint.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 #: warm-up epoch; epochs and batch as the per-member fine-tuning. lr 0.1 (US-Nets: 0.5 at batch
 #: 1024) diverged on a 5k-image CIFAR-10 subset with resnet10_narrow at batch 256 (both from
 #: SlimCLR weights and from scratch); 0.025 trained normally on digits. On that subset pure
-#: inplace distillation (US-Nets) was itself unstable (the full width's label CE 2.4 -> 4.5 after
-#: warm-up; top-1 20-28% vs 43-51% with labels only, BENCHMARKS.md), hence a student's label CE
-#: is added to its distillation term by default (KD_LABEL_WEIGHT; recipes/supervised.py).
+#: inplace distillation (US-Nets) was itself unstable (the full width's label CE 2.4 -> 4.6 after
+#: warm-up; top-1 19-27% vs 44-51% with labels only), hence a student's label CE is added to its
+#: distillation term by default (KD_LABEL_WEIGHT, recipes/supervised.py): 43-51% (BENCHMARKS.md).
 LR, WEIGHT_DECAY, WARMUP_EPOCHS, KD_LABEL_WEIGHT = 0.03, 1e-4, 1.0, 1.0
 
 
@@ -150,8 +150,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--slimmable: weight of each sub-network's own label cross-entropy next "
                         f"to its distillation term (default {KD_LABEL_WEIGHT:g}; 0 = pure "
                         "US-Nets inplace distillation, which was unstable on 5k CIFAR-10 images "
-                        "and lost 20-28 points)")
+                        "and lost 22-29 points)")
     p.add_argument("--out-dir", help="--slimmable: the training run's directory (default "
-                                     "RUN/finetune_slimmable_{init}[_nokd|_kdlwW]_{N}pct; re-run to "
-                                     "resume)")
+                                     "RUN/finetune_slimmable_{init}[_nokd|_kdlwW]_{N}pct; "
+                                     "re-run to resume)")
     p.add_argument("--progress", default="auto", choices=["auto", "bar", "lines", "off"])

@@ -144,7 +144,8 @@ class RecipeConfig:
     # snet / usnet baselines: none, cosine, infonce; supervised: none or kl (soft labels)
     inplace_distill: str = choice("none", "none", "cosine", "infonce", "kl")
     # supervised + kl: weight of each student's own label CE next to its distillation term
-    # (0 = US-Nets' pure inplace distillation; recipes/supervised.py says why 1 is safer)
+    # (0 = US-Nets' pure inplace distillation; `finetune --slimmable` sets 1, and
+    # recipes/supervised.py says why)
     kd_label_weight: float = 0.0
 
 

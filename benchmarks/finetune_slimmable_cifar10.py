@@ -22,7 +22,7 @@ can go side by side)::
 (inplace distillation + their own label CE), ``kd_pure`` (US-Nets' pure inplace distillation,
 which was unstable at this scale) or ``nokd`` (every member learns from the labels only).
 
-``report`` writes ``benchmarks/results/finetune_slimmable_cifar10.{json,png}``.
+``report`` writes ``benchmarks/results/finetune_slimmable_cifar10.{json,png}`` (``--name``).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def pretrain_args(args: argparse.Namespace, single: bool = False) -> list[str]:
             "--set", "data.num_workers=0", "--set", "method.queue_size=2048",
             "--set", "method.bn_splits=4", "--set", "optim.warmup_epochs=2",
             "--set", "eval.knn_every_epochs=0", "--set", "train.tensorboard=false",
-            "--set", f"train.seed={args.seed}"]
+            "--set", f"train.seed={args.pretrain_seed}"]
 
 
 def run_name(init: str, setting: str) -> str:
@@ -139,7 +139,7 @@ def report(args: argparse.Namespace) -> None:
     work = Path(args.work)
     rows = json.loads((work / "ssl" / "results.json").read_text())
     rows = rows["rows"] if isinstance(rows, dict) else rows
-    done = [k for k in SETTINGS if all((work / run_name(i, k)).is_dir() for i in INITS[:2])]
+    done = [k for k in SETTINGS if (work / run_name("pretrained", k)).is_dir()]
     runs = [(i, k) for k in done for i in INITS if (work / run_name(i, k)).is_dir()]
     single = (work / "single_ssl").is_dir()
     out = {
@@ -159,7 +159,7 @@ def report(args: argparse.Namespace) -> None:
         "finetuning": f"slimssl finetune --slimmable: {args.finetune_epochs} epochs, batch 256, "
                       f"SGD lr {args.lr} per 256 cosine, 1 warm-up epoch, wd 1e-4, 'supervised' "
                       "views (random resized crop 0.08-1 + flip), all 4 members every step; "
-                      "identical for every init",
+                      f"identical for every init; fine-tuning seed {args.seed}",
         "single_network": "configs/individual_mocov2_cifar10.yaml: one MoCo v2 resnet10_narrow "
                           "at width 1.0, the same data, epochs and settings as the pre-training, "
                           "loaded into every width (init 'single')",
@@ -181,7 +181,7 @@ def report(args: argparse.Namespace) -> None:
     for k in done:
         out[k] = comparison(rows, k)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "finetune_slimmable_cifar10.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for k, line in zip(done, ("-", "--", ":")):
         for init, color in zip(INITS, ("C0", "C1", "C2")):
@@ -200,7 +200,7 @@ def report(args: argparse.Namespace) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
-    fig.savefig(RESULTS / "finetune_slimmable_cifar10.png", dpi=120)
+    fig.savefig(RESULTS / f"{args.name}.png", dpi=120)
     for k in done:
         print(f"{SETTINGS[k][2]}:")
         for e in out[k]["rows"]:
@@ -223,7 +223,11 @@ def main() -> None:
     p.add_argument("--pretrain-epochs", type=int, default=20)
     p.add_argument("--finetune-epochs", type=int, default=15)
     p.add_argument("--lr", type=float, default=0.03, help="fine-tuning lr per 256 images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrain-seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
+    p.add_argument("--name", default="finetune_slimmable_cifar10",
+                   help="stage report: results/NAME.{json,png} (another name for a repeat, e.g. "
+                        "fine-tuning seeds in another --work holding a copy of the pre-training)")
     args = p.parse_args()
     work = Path(args.work)
     if args.stage == "pretrain":

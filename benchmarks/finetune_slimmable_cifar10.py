@@ -106,8 +106,9 @@ def train_curve(run_dir: Path) -> list[dict]:
             for r in rows if r.get("kind") == "train"]
 
 
-def comparison(rows: list[dict], setting: str) -> dict:
-    """Per-member top-1 of the two initialisations under one distillation setting."""
+def comparison(rows: list[dict], setting: str, inits: list[str]) -> dict:
+    """Per-member top-1 of the initialisations under one distillation setting; only the
+    ``inits`` run in this ``--work`` are read (a copied results table may hold others)."""
     from slimssl.cli.finetune_slimmable import column_prefix
 
     table = []
@@ -115,8 +116,8 @@ def comparison(rows: list[dict], setting: str) -> dict:
         entry = {"subnet": r["subnet"], "macs_g": r.get("macs_g"), "params_m": r.get("params_m")}
         for init in INITS:
             column = column_prefix(init, SETTINGS[setting][1]) + "_100pct"
-            entry[f"{init}_top1"] = r.get(f"{column}_top1")
-            entry[f"{init}_top5"] = r.get(f"{column}_top5")
+            entry[f"{init}_top1"] = r.get(f"{column}_top1") if init in inits else None
+            entry[f"{init}_top5"] = r.get(f"{column}_top5") if init in inits else None
         for other in INITS[1:]:
             a, b = entry["pretrained_top1"], entry[f"{other}_top1"]
             entry[f"gain_over_{other}"] = None if a is None or b is None else round(a - b, 2)
@@ -179,7 +180,7 @@ def report(args: argparse.Namespace) -> None:
             r["subnet"]: {"pretrained": r.get("knn_top1_k200"),
                           "random_init": r.get("knn_random_init")} for r in rows}
     for k in done:
-        out[k] = comparison(rows, k)
+        out[k] = comparison(rows, k, [i for i, setting in runs if setting == k])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
     fig, ax = plt.subplots(figsize=(5.5, 3.8))

@@ -39,7 +39,7 @@ def init_kind(text: str) -> str:
         f"--init must be pretrained, scratch or single:PATH (a run or checkpoint), got {text!r}")
 
 
-def distill_suffix(inplace_distill: bool, kd_label_weight: float = KD_LABEL_WEIGHT) -> str:
+def distill_suffix(inplace_distill: bool, kd_label_weight: float) -> str:
     """Names the distillation setting in run directories and results columns: ``""`` for the
     default, ``_nokd`` without inplace distillation, ``_kdlw{W}`` for another label weight
     (``_kdlw0``: pure US-Nets distillation)."""
@@ -48,7 +48,7 @@ def distill_suffix(inplace_distill: bool, kd_label_weight: float = KD_LABEL_WEIG
     return "" if kd_label_weight == KD_LABEL_WEIGHT else f"_kdlw{kd_label_weight:g}"
 
 
-def column_prefix(init: str, suffix: str = "") -> str:
+def column_prefix(init: str, suffix: str) -> str:
     """Results columns ``{prefix}_{N}pct_top1``: one per initialisation and per distillation
     setting (:func:`distill_suffix`), so they sit side by side in the run's table and plot
     instead of overwriting each other."""

@@ -10,12 +10,8 @@ import math
 import pytest
 import torch
 
-from slimssl.recipes.distillation import (
-    contrastive_logit_distillation,
-    distillation_loss,
-    kl_embedding_distillation,
-    mse_embedding_distillation,
-)
+from slimssl.nn.functional import soft_target_loss
+from slimssl.recipes.distillation import distillation_loss, mse_embedding_distillation
 from slimssl.recipes.group_reg import (
     channel_group_index,
     group_coefficients,
@@ -42,7 +38,7 @@ def softmax(xs: list[float]) -> list[float]:
 # ------------------------------------------------------------------------------ distillation
 
 
-def test_contrastive_logit_distillation_by_hand() -> None:
+def test_soft_target_cross_entropy_by_hand() -> None:
     s = [1.0, 0.0, -1.0]
     t = [2.0, 0.0, 0.0]
     tau2 = 2.0
@@ -53,9 +49,9 @@ def test_contrastive_logit_distillation_by_hand() -> None:
     ce = -sum(a * b for a, b in zip(p_t, log_p_s))
     st = torch.tensor([s], requires_grad=True)
     tt = torch.tensor([t], requires_grad=True)
-    unscaled = contrastive_logit_distillation(st, tt, tau2, scale_by_tau_sq=False)
+    unscaled = soft_target_loss(st, tt, tau2, scale_by_tau_sq=False)
     assert unscaled.item() == pytest.approx(ce, rel=1e-6)
-    scaled = contrastive_logit_distillation(st, tt, tau2)  # default: x tau2^2
+    scaled = soft_target_loss(st, tt, tau2)  # default: x tau2^2
     assert scaled.item() == pytest.approx(ce * tau2**2, rel=1e-6)
     scaled.backward()
     assert tt.grad is None  # teacher detached
@@ -65,12 +61,12 @@ def test_contrastive_logit_distillation_by_hand() -> None:
     torch.testing.assert_close(st.grad, torch.tensor([expected_grad]))
 
 
-def test_contrastive_logit_distillation_batch_mean() -> None:
+def test_soft_target_cross_entropy_batch_mean() -> None:
     # row 0: identical uniform logits -> CE = log 2 ; row 1: teacher one-hot-ish
     s = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
     t = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
     # both rows: -sum p_t log(1/2) = log 2
-    got = contrastive_logit_distillation(s, t, 1.0)
+    got = soft_target_loss(s, t, 1.0)
     assert got.item() == pytest.approx(math.log(2.0), rel=1e-6)
 
 
@@ -83,21 +79,32 @@ def test_mse_embedding_distillation_by_hand() -> None:
     assert t.grad is None
 
 
-def test_kl_embedding_distillation_by_hand() -> None:
+def test_soft_target_kl_by_hand() -> None:
     s = torch.tensor([[0.0, 0.0]])
     t = torch.tensor([[math.log(3.0), 0.0]])
     # tau 1: p_t = [3/4, 1/4], p_s = [1/2, 1/2]
     kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
-    assert kl_embedding_distillation(s, t, tau=1.0).item() == pytest.approx(kl, rel=1e-6)
+    assert soft_target_loss(s, t, 1.0, "kl").item() == pytest.approx(kl, rel=1e-6)
     # tau 2: p_t = [sqrt3, 1] / (sqrt3 + 1), scaled by 4
     r3 = math.sqrt(3.0)
     a, b = r3 / (r3 + 1), 1 / (r3 + 1)
     kl2 = a * math.log(a / 0.5) + b * math.log(b / 0.5)
-    assert kl_embedding_distillation(s, t, tau=2.0).item() == pytest.approx(4 * kl2, rel=1e-6)
-    assert kl_embedding_distillation(s, t, 2.0, scale_by_tau_sq=False).item() == pytest.approx(
+    assert soft_target_loss(s, t, 2.0, "kl").item() == pytest.approx(4 * kl2, rel=1e-6)
+    assert soft_target_loss(s, t, 2.0, "kl", scale_by_tau_sq=False).item() == pytest.approx(
         kl2, rel=1e-6
     )
-    assert kl_embedding_distillation(t, t).item() == pytest.approx(0.0, abs=1e-7)
+    assert soft_target_loss(t, t, kind="kl").item() == pytest.approx(0.0, abs=1e-7)
+    # KL = soft CE - teacher entropy (H(p_t) at tau 1 = -sum p log p), same student gradient
+    h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert soft_target_loss(s, t).item() == pytest.approx(kl + h, rel=1e-6)
+    st = s.clone().requires_grad_(True)
+    g_kl = torch.autograd.grad(soft_target_loss(st, t, kind="kl"), st)[0]
+    g_ce = torch.autograd.grad(soft_target_loss(st, t, kind="ce"), st)[0]
+    torch.testing.assert_close(g_kl, g_ce)
+    with pytest.raises(ValueError, match="temperature"):
+        soft_target_loss(s, t, 0.0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        soft_target_loss(s, t[:, :1])
 
 
 def test_distillation_dispatcher() -> None:

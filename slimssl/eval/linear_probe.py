@@ -18,30 +18,30 @@ Options:
   (Wang et al.) / MAE-style probing: it standardises features whose scale differs per
   width. The BN is always private to each sub-network (it has no learnable parameters,
   only per-width running statistics), even for the slimmable probe.
-* ``distill=True`` -- probe distillation (SlimCLR, "online distillation ... when training
-  these linear layers", temperature 1.0): every sub-network probe is additionally
-  trained towards the full-width probe's softened predictions. The teacher logits are
-  detached, so the full-width probe learns only from labels.
+* ``distill=True`` (:func:`probe_loss`) -- probe distillation (SlimCLR, "online distillation
+  ... when training these linear layers", temperature 1.0): every sub-network probe is
+  additionally trained towards the full-width probe's softened predictions
+  (:func:`slimssl.nn.functional.soft_target_loss`). The teacher logits are detached, so the
+  full-width probe learns only from labels.
 
-Also here: closed-form least squares helpers used to reproduce SlimCLR Appendix A.
+The probes are trained by :mod:`slimssl.eval.linear_eval`. Also here: closed-form least
+squares helpers used to reproduce SlimCLR Appendix A.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Hashable, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimssl.nn.functional import soft_target_loss
+
 __all__ = [
     "LinearProbes",
-    "distill_loss",
     "probe_loss",
-    "fit_linear_probes",
     "evaluate_probes",
-    "train_linear_probes",
     "least_squares_fit",
     "least_squares_residual",
     "appendix_a_residuals",
@@ -105,43 +105,19 @@ class LinearProbes(nn.Module):
         return {k: self.forward_one(k, x) for k, x in feats.items()}
 
 
-def distill_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    temperature: float = 1.0,
-    kind: Literal["kl", "ce"] = "kl",
-) -> torch.Tensor:
-    """Soft-target distillation loss (Hinton et al. 2015) with a DETACHED teacher.
-
-    ``"kl"``: ``T^2 * KL(softmax(t/T) || softmax(s/T))``; ``"ce"``: the soft-target cross
-    entropy, which differs from KL by the teacher entropy (same student gradient).
-    Averaged over the batch.
-    """
-    t = temperature
-    p_teacher = F.softmax(teacher_logits.detach() / t, dim=1)
-    log_p_student = F.log_softmax(student_logits / t, dim=1)
-    if kind == "kl":
-        loss = F.kl_div(log_p_student, p_teacher, reduction="batchmean")
-    elif kind == "ce":
-        loss = -(p_teacher * log_p_student).sum(1).mean()
-    else:
-        raise ValueError(f"unknown distillation kind {kind!r}")
-    return loss * (t * t)
-
-
 def probe_loss(
     logits: Mapping[Hashable, torch.Tensor],
     y: torch.Tensor,
     teacher_key: Hashable | None = None,
     distill: bool = False,
     temperature: float = 1.0,
-    distill_kind: Literal["kl", "ce"] = "kl",
-    distill_weight: float = 1.0,
 ) -> torch.Tensor:
     """Sum over sub-networks of label cross entropy (+ distillation from ``teacher_key``).
 
     Losses are summed, not averaged, as in slimmable-network training where every width
-    contributes its own full gradient.
+    contributes its own full gradient. The distillation term is the KL form of
+    :func:`~slimssl.nn.functional.soft_target_loss` (0 when a student agrees with its teacher;
+    the same gradient as the soft cross entropy).
     """
     total = sum(F.cross_entropy(z, y) for z in logits.values())
     if distill:
@@ -150,7 +126,7 @@ def probe_loss(
         teacher = logits[teacher_key].detach()
         for k, z in logits.items():
             if k != teacher_key:
-                total = total + distill_weight * distill_loss(z, teacher, temperature, distill_kind)
+                total = total + soft_target_loss(z, teacher, temperature, "kl")
     return total
 
 
@@ -160,87 +136,6 @@ def _check_feats(feats: Mapping[Hashable, torch.Tensor], y: torch.Tensor) -> Non
     for k, x in feats.items():
         if x.ndim != 2 or x.shape[0] != y.shape[0]:
             raise ValueError(f"features for {k!r} must be (N, C) with N == len(labels)")
-
-
-def _cosine_factor(step: int, total: int, warmup: int) -> float:
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def fit_linear_probes(
-    feats_train: Mapping[Hashable, torch.Tensor],
-    y_train: torch.Tensor,
-    num_classes: int,
-    kind: ProbeKind = "switchable",
-    epochs: int = 100,
-    lr: float = 0.1,
-    batch_size: int | None = None,
-    optimizer: Literal["sgd", "adamw"] = "sgd",
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    warmup_epochs: int = 0,
-    bn: bool = False,
-    distill: bool = False,
-    distill_temperature: float = 1.0,
-    distill_kind: Literal["kl", "ce"] = "kl",
-    distill_weight: float = 1.0,
-    teacher_key: Hashable | None = None,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-) -> LinearProbes:
-    """Train probes for all sub-networks jointly on cached features (fast mode).
-
-    Every step uses the SAME sample indices for every sub-network (the features are of
-    the same images), so distillation compares predictions on identical inputs.
-    ``batch_size=None`` means full batch. The learning rate follows a cosine schedule
-    over all steps (with optional linear warm-up). ``teacher_key`` defaults to the key
-    with the widest features (the full network).
-    """
-    _check_feats(feats_train, y_train)
-    dev = torch.device(device) if device is not None else next(iter(feats_train.values())).device
-    gen = torch.Generator().manual_seed(seed)
-    dims = {k: x.shape[1] for k, x in feats_train.items()}
-    if teacher_key is None:
-        teacher_key = max(dims, key=lambda k: dims[k])
-    with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG
-        torch.manual_seed(seed)
-        probes = LinearProbes(dims, num_classes, kind=kind, bn=bn).to(dev)
-    xs = {k: x.to(dev, dtype=torch.float32) for k, x in feats_train.items()}
-    y = y_train.to(dev, dtype=torch.long)
-    n = y.shape[0]
-    bs = n if batch_size is None else max(1, min(batch_size, n))
-    steps_per_epoch = math.ceil(n / bs)
-    total = max(1, epochs * steps_per_epoch)
-
-    if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(
-            probes.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
-        )
-    elif optimizer == "adamw":
-        opt = torch.optim.AdamW(probes.parameters(), lr=lr, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {optimizer!r}")
-    warmup = warmup_epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_factor(s, total, warmup))
-
-    probes.train()
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen).to(dev) if bs < n else None
-        for start in range(0, n, bs):
-            idx = order[start : start + bs] if order is not None else None
-            batch = {k: (x if idx is None else x[idx]) for k, x in xs.items()}
-            yb = y if idx is None else y[idx]
-            loss = probe_loss(
-                probes(batch), yb, teacher_key, distill, distill_temperature, distill_kind, distill_weight
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    probes.eval()
-    return probes
 
 
 @torch.no_grad()
@@ -269,27 +164,6 @@ def evaluate_probes(
         results[k] = {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n}
     probes.train(was_training)
     return results
-
-
-def train_linear_probes(
-    feats_train: Mapping[Hashable, torch.Tensor],
-    y_train: torch.Tensor,
-    feats_test: Mapping[Hashable, torch.Tensor],
-    y_test: torch.Tensor,
-    num_classes: int,
-    kind: ProbeKind = "switchable",
-    epochs: int = 100,
-    lr: float = 0.1,
-    **kwargs,
-) -> dict[Hashable, dict[str, float]]:
-    """Fit probes on ``feats_train`` and report ``{key: {"top1", "top5"}}`` on ``feats_test``.
-
-    ``kwargs`` go to :func:`fit_linear_probes` (batch_size, optimizer, bn, distill, ...).
-    """
-    if set(feats_train) != set(feats_test):
-        raise ValueError("train and test feature dicts must have the same keys")
-    probes = fit_linear_probes(feats_train, y_train, num_classes, kind, epochs, lr, **kwargs)
-    return evaluate_probes(probes, feats_test, y_test)
 
 
 # --- closed-form least squares (SlimCLR Appendix A) --------------------------------

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 
 from slimssl.methods.base import SubnetOutput
+from slimssl.nn.functional import soft_target_loss
 from slimssl.nn.spec import SubnetSpec, as_spec
 from slimssl.nn.switch import SlimmableModel
 from slimssl.recipes.base import Recipe
-from slimssl.recipes.distillation import contrastive_logit_distillation
 from slimssl.recipes.dspnet import member_size
 from slimssl.recipes.sampling import Sandwich, UniversalSandwich
 
@@ -77,8 +77,7 @@ class SupervisedSlimmable(Recipe):
         if index == 0 or not self.distill:
             return out.loss
         assert teacher is not None
-        kd = contrastive_logit_distillation(out.embedding.float(),
-                                            teacher.embedding.detach().float(), 1.0)
+        kd = soft_target_loss(out.embedding.float(), teacher.embedding.float(), 1.0)
         return kd + self.label_weight * out.loss if self.label_weight else kd
 
     def state_dict(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from slimssl.methods.simclr import cross_view_distillation
 from slimssl.models import create
 from slimssl.nn.spec import SubnetSpec
 from slimssl.recipes.dspnet import DSPNet
-from slimssl.recipes.sampling import UniversalSandwich
+from slimssl.recipes.sampling import UniversalSandwich, dynamic_stages
 from slimssl.recipes.us3l import US3L, GroupReg
 from slimssl.recipes.usnet import NaiveSlimmable
 
@@ -216,3 +216,27 @@ def test_two_trainer_steps(tmp_path, name, extra):
     after = list(trainer.method.online.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after))
     assert set(trainer.state_dict()["recipe"]) == {"sampler"}
+
+
+@pytest.mark.parametrize("w_min,w_max,expected", [
+    # hand values: m_s = w_max - s (w_max - w_min) / 3 (US3L code, SAMPLE_SCHEDULER A)
+    (0.25, 1.0, [1.0, 0.75, 0.5, 0.25]),
+    (0.35, 1.0, [1.0, 1.0 - 0.65 / 3, 1.0 - 1.3 / 3, 0.35]),   # 1, 0.78333, 0.56667, 0.35
+    (0.5, 0.9, [0.9, 0.9 - 0.4 / 3, 0.9 - 0.8 / 3, 0.5]),      # 0.9, 0.76667, 0.63333, 0.5
+])
+def test_us3l_dynamic_sampling_interpolates_other_width_ranges(w_min, w_max, expected):
+    recipe = US3L(w_min, w_max, total_epochs=8, group_reg=None)
+    got = [recipe.min_width(e) for e in range(0, 8, 2)]     # one epoch per stage of 2 epochs
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert got[-1] == w_min and got[0] == w_max
+    assert recipe.sample(0) == [SubnetSpec(w_max)]            # first stage: the full network
+    lo = recipe.sample(3)[1].width                             # stage 1: [m_1, w_max]
+    assert lo == pytest.approx(expected[1], abs=1e-12)
+
+
+def test_dynamic_stages_hand_values_and_bad_input():
+    assert dynamic_stages(0.25, 1.0) == (1.0, 0.75, 0.5, 0.25)
+    assert dynamic_stages(0.4, 1.0, num_stages=3) == pytest.approx((1.0, 0.7, 0.4))
+    assert dynamic_stages(0.6, 0.6) == (0.6, 0.6, 0.6, 0.6)
+    with pytest.raises(ValueError, match="w_min <= w_max"):
+        dynamic_stages(0.8, 0.5)

@@ -44,10 +44,11 @@ from slimssl.engine.logging import MetricsLogger
 from slimssl.engine.optim import build_optimizer
 from slimssl.engine.progress import Progress
 from slimssl.engine.rundir import prepare_run_dir
-from slimssl.engine.schedule import build_lr_schedule, momentum_schedule, set_lr
+from slimssl.engine.schedule import build_lr_schedule
 from slimssl.engine.seeding import derive_seed, seed_everything
 from slimssl.eval.subsets import load_subset
 from slimssl.methods.base import SubnetOutput
+from slimssl.schedule import momentum_schedule, set_lr
 
 
 class Callback:

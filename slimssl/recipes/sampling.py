@@ -19,7 +19,8 @@ Schedules:
 * :func:`slow_start_active`: SlimCLR's slow start (Sec. 3.4): only the full network trains
   during the first ``S`` epochs.
 * :func:`dynamic_min_width`: US3L's dynamic sampling: the sampling space grows in stages
-  ``[1.0, 1.0] -> [0.75, 1.0] -> [0.5, 1.0] -> [0.25, 1.0]`` (US3L slides, "Dynamic Sampling").
+  ``[1.0, 1.0] -> [0.75, 1.0] -> [0.5, 1.0] -> [0.25, 1.0]`` (US3L slides, "Dynamic Sampling");
+  :func:`dynamic_stages` gives the stage minima of any other width range.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "UniversalSandwich",
     "slow_start_active",
     "dynamic_min_width",
+    "dynamic_stages",
 ]
 
 S = TypeVar("S", bound=Hashable)
@@ -229,3 +231,30 @@ def dynamic_min_width(
     n = len(stages)
     idx = min(math.floor(epoch * n / total_epochs), n - 1)
     return float(stages[idx])
+
+
+def dynamic_stages(w_min: float, w_max: float = 1.0, num_stages: int = 4) -> tuple[float, ...]:
+    """The minimum width of each dynamic-sampling stage for the range ``[w_min, w_max]``.
+
+    Stage ``s`` of ``S`` samples from ``[m_s, w_max]`` with ``m_s = w_max - s (w_max - w_min) /
+    (S - 1)``: the full network alone first, the whole range last, evenly spaced in between.
+    This is the US3L authors' schedule (code, ``SAMPLE_SCHEDULER: A``: stage ``s >= 1`` uses
+    ``w_min + (4 - 1 - s) (w_max - w_min) / 3``, stage 0 ``w_max``), which for ``[0.25, 1]``
+    gives the slides' ``1.0, 0.75, 0.5, 0.25``; other ranges are interpolated between their own
+    ends instead of reusing those four values (which would start below ``w_min`` or skip
+    stages).
+
+    Example:
+        >>> [round(w, 4) for w in dynamic_stages(0.35, 1.0)]
+        [1.0, 0.7833, 0.5667, 0.35]
+    """
+    if not 0.0 < w_min <= w_max <= 1.0:
+        raise ValueError(f"need 0 < w_min <= w_max <= 1, got {w_min}, {w_max}")
+    if num_stages < 1:
+        raise ValueError(f"num_stages must be >= 1, got {num_stages}")
+    if num_stages == 1:
+        return (float(w_min),)
+    step = (w_max - w_min) / (num_stages - 1)
+    stages = [float(w_max - s * step) for s in range(num_stages)]
+    stages[-1] = float(w_min)  # exactly the range's end, without rounding error
+    return tuple(stages)

@@ -9,8 +9,10 @@ train and adds the group regularization:
   ``[w_min, w_max]`` (``N = 3``: authors' code ``NUM_SAMPLE_TRAINING: 3``); no width twice.
 * **dynamic sampling** (slides, "Dynamic Sampling"): the sampling space grows
   ``[1.0, 1.0] -> [0.75, 1.0] -> [0.5, 1.0] -> [0.25, 1.0]`` over 4 equal stages of the epochs
-  (:func:`~slimssl.recipes.sampling.dynamic_min_width`), never below ``w_min``; while the
-  space is ``[1, 1]`` only the full network trains.
+  (:func:`~slimssl.recipes.sampling.dynamic_min_width`); for another width range the stage
+  minima are interpolated between the range's ends as in the authors' code
+  (:func:`~slimssl.recipes.sampling.dynamic_stages`: ``[0.35, 1]`` -> 1, 0.783, 0.567, 0.35);
+  while the space is ``[w_max, w_max]`` only the full network trains.
 * **group regularization instead of weight decay** (slides, "Group Regularization";
   :mod:`slimssl.recipes.group_reg`): output channels of every conv weight and every 1-D
   parameter (norm affine, biases) in 8 groups with ``lambda_i = lambda (1 - alpha_t i)``: the
@@ -37,9 +39,9 @@ from slimssl.methods.base import SubnetOutput
 from slimssl.nn.spec import SubnetSpec
 from slimssl.recipes.base import Recipe
 from slimssl.recipes.group_reg import group_reg_alpha, group_regularization
-from slimssl.recipes.sampling import UniversalSandwich, dynamic_min_width
+from slimssl.recipes.sampling import UniversalSandwich, dynamic_min_width, dynamic_stages
 
-DYNAMIC_STAGES = (1.0, 0.75, 0.5, 0.25)
+DYNAMIC_NUM_STAGES = 4  # slides: [1, 1] -> [.75, 1] -> [.5, 1] -> [.25, 1]
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class US3L(Recipe):
         n: widths per iteration (3).
         total_epochs: the run's epochs (dynamic sampling stages, regularizer ramp).
         dynamic: dynamic sampling on (default) or the plain sandwich rule over ``[w_min, w_max]``.
+        stages: the stage minima (default: :func:`dynamic_stages` of ``[w_min, w_max]``).
         group_reg: regularization settings, or ``None`` (plain weight decay in the optimizer).
         seed: sampler seed (identical on every rank).
     """
@@ -74,8 +77,10 @@ class US3L(Recipe):
     def __init__(self, w_min: float = 0.25, w_max: float = 1.0, n: int = 3,
                  total_epochs: float = 100.0, dynamic: bool = True,
                  group_reg: GroupReg | None = GroupReg(), seed: int = 0,
-                 stages: Sequence[float] = DYNAMIC_STAGES) -> None:
+                 stages: Sequence[float] | None = None) -> None:
         self.sampler = UniversalSandwich(w_min, w_max, n, seed=seed)
+        if stages is None:
+            stages = dynamic_stages(w_min, w_max, DYNAMIC_NUM_STAGES)
         self.total_epochs, self.dynamic, self.stages = total_epochs, dynamic, tuple(stages)
         self.group_reg = group_reg
 

@@ -1,17 +1,19 @@
-"""LR and momentum schedules against hand computations (slimssl.engine.schedule)."""
+"""LR and momentum schedules against hand computations (slimssl.schedule, and the engine's
+config-driven slimssl.engine.schedule built on it)."""
 
 import math
 from types import SimpleNamespace
 
 import pytest
 
-from slimssl.engine.schedule import (
-    build_lr_schedule,
+from slimssl.engine.schedule import build_lr_schedule
+from slimssl.schedule import (
     cosine_lr,
     momentum_schedule,
     scaled_lr,
+    schedule_scale,
     set_lr,
-    step_decay_lr,
+    warmup_cosine,
 )
 
 
@@ -51,12 +53,26 @@ def test_momentum_schedule():
         momentum_schedule(0, 10, 0.99, "linear")
 
 
-def test_step_decay():
-    assert step_decay_lr(0, 30.0) == pytest.approx(30.0)
-    assert step_decay_lr(59, 30.0) == pytest.approx(30.0)
-    assert step_decay_lr(60, 30.0) == pytest.approx(3.0)
-    assert step_decay_lr(80, 30.0) == pytest.approx(0.3)
-    assert step_decay_lr(99, 30.0) == pytest.approx(0.3)
+def test_warmup_is_step_over_warmup_as_in_the_authors_code():
+    # MoCo v3 main_moco.py / SlimCLR utils/lr_scheduler.py: lr * step / warmup, so with 4
+    # warm-up steps the factors are 0, 1/4, 2/4, 3/4 and then the cosine starts at 1.
+    assert [warmup_cosine(s, 14, 4) for s in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    # 10 post-warm-up steps: step 9 is at p = 5/10 -> (1 + cos(pi/2)) / 2 = 0.5
+    assert warmup_cosine(9, 14, 4) == pytest.approx(0.5)
+    assert warmup_cosine(14, 14, 4) == pytest.approx(0.0, abs=1e-15)
+    with pytest.raises(ValueError, match="total_steps"):
+        warmup_cosine(0, 0)
+
+
+def test_probe_schedules():
+    # MoCo v2 probes: x0.1 at epochs 60 and 80 of 100; 1000 steps = 10 per epoch.
+    assert [schedule_scale("step", s, 1000, 100, (60, 80)) for s in (0, 599, 600, 799, 800, 999)] \
+        == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert schedule_scale("cosine", 0, 100, 90) == 1.0
+    assert schedule_scale("cosine", 25, 100, 90) == pytest.approx((1 + math.sqrt(0.5)) / 2)
+    assert schedule_scale("cosine", 100, 100, 90) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        schedule_scale("linear", 0, 10, 1)
 
 
 def test_build_from_config_and_set_lr():

@@ -11,8 +11,7 @@ from slimssl.data import eval_transform, load_dataset
 from slimssl.eval.features import extract_features
 from slimssl.eval.family import recalibrate_if_universal
 from slimssl.eval.linear_eval import (RECIPES, SEMISUP_LINEAR, FrozenFamily, ProbeSet,
-                                      linear_eval, linear_eval_cached, result_rows,
-                                      schedule_scale)
+                                      linear_eval, linear_eval_cached, result_rows)
 from slimssl.models.registry import create
 from slimssl.nn.spec import SubnetSpec
 
@@ -44,11 +43,7 @@ def test_recipes_follow_the_papers():
     # step decay by 10 at epochs 60 and 80 of 100 (1000 steps = 10 per epoch)
     assert [m2.lr_at(s, 1000) for s in (0, 599, 600, 799, 800)] == pytest.approx(
         [60, 60, 6, 6, 0.6])
-    assert schedule_scale("cosine", 0, 100, 90) == 1.0
-    assert schedule_scale("cosine", 50, 100, 90) == pytest.approx(0.5)
-    assert schedule_scale("cosine", 100, 100, 90) == pytest.approx(0.0, abs=1e-12)
-    with pytest.raises(ValueError):
-        schedule_scale("linear", 0, 10, 1)
+    assert m3.lr_at(0, 100) == 0.4 and m3.lr_at(50, 100) == pytest.approx(0.2)
 
 
 def _clusters(n_per_class=40, classes=4, dim=16, seed=0):

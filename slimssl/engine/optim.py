@@ -17,6 +17,13 @@ Why exclude 1-D parameters: MoCo v3 and BYOL exclude biases and normalisation pa
 LARS adaptation and weight decay; decaying BN scales toward zero shrinks the effective width of
 the network, and a trust ratio on a bias vector (whose norm can be ~0) gives erratic steps. We
 apply the same split to SGD for consistency (no-decay group), which is the common practice.
+
+Fixed-rate parameters (``fixed_lr_params``): SimSiam (Chen & He, CVPR 2021, Sec. 4.2 and
+Table 1c: 68.1% with a constant predictor lr vs 67.7% decayed; its released pre-training command
+passes ``--fix-pred-lr``) keeps the predictor at the base rate for the whole run. Those
+parameters get their own groups flagged ``fixed_lr=True`` whose ``lr`` is the ``lr`` given here
+(pass the scaled base rate); :func:`slimssl.engine.schedule.set_lr` leaves them alone, so they
+skip warm-up and cosine alike.
 """
 
 from __future__ import annotations
@@ -121,23 +128,34 @@ def build_optimizer(
     weight_decay: float,
     momentum: float = 0.9,
     trust_coefficient: float = 0.001,
+    fixed_lr_params: Iterable[torch.Tensor] = (),
 ) -> torch.optim.Optimizer:
     """SGD or LARS with two groups: weights (decay, LARS-adapted) and 1-D parameters (no decay,
-    not adapted). The lr given here is only the initial value; the loop sets it every step
-    (``schedule.set_lr``)."""
+    not adapted), each split once more when ``fixed_lr_params`` is given: those parameters
+    (a subset of ``params_or_model``'s) go to groups flagged ``fixed_lr=True`` that keep ``lr``
+    for the whole run (SimSiam's predictor). For the other groups ``lr`` is only the initial
+    value; the loop sets it every step (:func:`slimssl.schedule.set_lr`)."""
+    if name not in ("sgd", "lars"):
+        raise ValueError(f"unknown optimizer {name!r} (expected 'sgd' or 'lars')")
     decay, no_decay = split_decay_params(params_or_model)
-    if name == "sgd":
-        groups = [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        groups = [g for g in groups if g["params"]]
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    if name == "lars":
-        groups = [
-            {"params": decay, "weight_decay": weight_decay, "exclude": False},
-            {"params": no_decay, "weight_decay": 0.0, "exclude": True},
-        ]
-        groups = [g for g in groups if g["params"]]
+    fixed = {id(p) for p in fixed_lr_params}
+    unknown = fixed - {id(p) for p in decay + no_decay}
+    if unknown:
+        raise ValueError(f"{len(unknown)} fixed-lr parameter(s) are not trainable parameters of "
+                         "the optimised model; pass a subset of its parameters")
+    lars = name == "lars"
+    groups = []
+    for params, wd, adapted in ((decay, weight_decay, True), (no_decay, 0.0, False)):
+        for is_fixed in (False, True):
+            chosen = [p for p in params if (id(p) in fixed) == is_fixed]
+            if not chosen:
+                continue
+            group = {"params": chosen, "weight_decay": wd}
+            if is_fixed:
+                group.update(fixed_lr=True, lr=lr)
+            if lars:
+                group["exclude"] = not adapted
+            groups.append(group)
+    if lars:
         return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)
-    raise ValueError(f"unknown optimizer {name!r} (expected 'sgd' or 'lars')")
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)

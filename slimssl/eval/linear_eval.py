@@ -37,6 +37,7 @@ from slimssl.data import BatchAugment, eval_transform, make_loader
 from slimssl.data.views import SUPERVISED_VIEW
 from slimssl.eval.features import Recalibrate, features_per_subnet
 from slimssl.eval.linear_probe import LinearProbes, ProbeKind, evaluate_probes, probe_loss
+from slimssl.schedule import schedule_scale, set_lr
 
 __all__ = [
     "ProbeRecipe",
@@ -44,7 +45,6 @@ __all__ = [
     "SEMISUP_LINEAR",
     "PROBE_KINDS",
     "LINEAR_VIEW",
-    "schedule_scale",
     "linear_view",
     "ProbeSet",
     "FrozenFamily",
@@ -96,20 +96,6 @@ SEMISUP_LINEAR = replace(RECIPES["dspnet"], name="semisup_linear", epochs=50, lr
 #: Augmentation of the linear-evaluation protocol (MoCo v2 / BYOL): random resized crop
 #: (scale 0.08-1) and horizontal flip, no colour distortion.
 LINEAR_VIEW = SUPERVISED_VIEW
-
-
-def schedule_scale(schedule: str, step: int, total_steps: int, epochs: int,
-                   milestones: Sequence[int] = (), gamma: float = 0.1) -> float:
-    """Multiplier of the base learning rate at ``step``: ``step`` decay by ``gamma`` at each
-    milestone epoch (MoCo v2 probes), or a half ``cosine`` to 0 over ``total_steps``.
-
-    A pure function (eval does not import the engine, DESIGN.md sec. 1)."""
-    progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
-    if schedule == "step":
-        return gamma ** sum(1 for m in milestones if progress * epochs >= m)
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"unknown schedule {schedule!r} (expected 'step' or 'cosine')")
 
 
 def linear_view(image_size: int, mean: Sequence[float], std: Sequence[float]) -> BatchAugment:
@@ -208,8 +194,7 @@ def train_probe_set(probes: ProbeSet, epoch_batches: Callable[[int], Batches], e
         losses = []
         for feats, y in epoch_batches(epoch):
             lr = recipe.lr_at(step, total)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            set_lr(opt, lr)
             loss = probes.loss(feats, y, distill)
             opt.zero_grad(set_to_none=True)
             loss.backward()

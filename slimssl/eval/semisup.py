@@ -31,8 +31,9 @@ from torch import nn
 from slimssl.data import eval_transform, make_loader
 from slimssl.eval.features import Recalibrate, extract_features
 from slimssl.eval.linear_eval import (SEMISUP_LINEAR, Log, Mode, ProbeRecipe, linear_eval,
-                                      linear_view, schedule_scale)
+                                      linear_view)
 from slimssl.eval.subsets import balanced_label_subset, load_subset, save_subset
+from slimssl.schedule import schedule_scale, set_lr
 
 __all__ = ["FinetuneRecipe", "subset_path", "labelled_subset", "finetune_member",
            "finetune_family", "semisup_linear", "fraction_tag", "classify_family"]
@@ -105,8 +106,8 @@ def finetune_member(model: nn.Module, spec: Hashable, train_set, test_set, num_c
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             head = nn.Linear(dim, num_classes).to(device)
-        groups = [{"params": list(net.parameters()), "base_lr": recipe.backbone_lr},
-                  {"params": list(head.parameters()), "base_lr": recipe.head_lr}]
+        groups = [{"params": list(net.parameters()), "lr_scale": recipe.backbone_lr},
+                  {"params": list(head.parameters()), "lr_scale": recipe.head_lr}]
         opt = torch.optim.SGD(groups, lr=recipe.head_lr, momentum=recipe.momentum,
                               weight_decay=recipe.weight_decay)
         total, step, start = max(1, recipe.epochs * len(loader)), 0, time.perf_counter()
@@ -114,9 +115,7 @@ def finetune_member(model: nn.Module, spec: Hashable, train_set, test_set, num_c
         for epoch in range(recipe.epochs):
             loader.set_epoch(epoch)
             for x, y in loader:
-                scale = schedule_scale("cosine", step, total, recipe.epochs)
-                for g in opt.param_groups:
-                    g["lr"] = g["base_lr"] * scale
+                set_lr(opt, schedule_scale("cosine", step, total, recipe.epochs))
                 loss = F.cross_entropy(head(net(view(x.to(device), gen))), y.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -114,6 +114,8 @@ def schedule_scale(schedule: str, step: int, total_steps: int, epochs: int,
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every param group's lr to ``lr * group.get('lr_scale', 1.0)`` (a group may ask for a
-    fixed fraction of the schedule, e.g. a classifier with its own rate)."""
+    fixed fraction of the schedule, e.g. a classifier with its own rate). Groups flagged
+    ``fixed_lr=True`` keep their lr (SimSiam's predictor, see :mod:`slimssl.engine.optim`)."""
     for g in optimizer.param_groups:
-        g["lr"] = lr * g.get("lr_scale", 1.0)
+        if not g.get("fixed_lr", False):
+            g["lr"] = lr * g.get("lr_scale", 1.0)

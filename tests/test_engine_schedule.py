@@ -92,3 +92,7 @@ def test_build_from_config_and_set_lr():
     opt = torch.optim.SGD([{"params": [p]}, {"params": [q], "lr_scale": 0.1}], lr=1.0)
     set_lr(opt, 2.0)
     assert [g["lr"] for g in opt.param_groups] == [2.0, pytest.approx(0.2)]
+    r = torch.nn.Parameter(torch.zeros(2))
+    opt.add_param_group({"params": [r], "lr": 0.05, "fixed_lr": True})
+    set_lr(opt, 3.0)
+    assert [g["lr"] for g in opt.param_groups] == [3.0, pytest.approx(0.3), 0.05]

@@ -17,7 +17,7 @@ def build_callbacks(cfg: Config) -> list[Callback]:
     ``diagnostics.direction_every`` > 0; weight snapshots (SlimCLR Fig. 5) when
     ``train.snapshot_every_epochs`` > 0.
 
-    The order is fixed: checkpoints store callback states by position.
+    Checkpoints store callback states by name, so a resumed run may switch monitors on or off.
     """
     callbacks: list[Callback] = [StageMonitor()]
     e, d = cfg.eval, cfg.diagnostics

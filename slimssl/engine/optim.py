@@ -22,7 +22,7 @@ Fixed-rate parameters (``fixed_lr_params``): SimSiam (Chen & He, CVPR 2021, Sec.
 Table 1c: 68.1% with a constant predictor lr vs 67.7% decayed; its released pre-training command
 passes ``--fix-pred-lr``) keeps the predictor at the base rate for the whole run. Those
 parameters get their own groups flagged ``fixed_lr=True`` whose ``lr`` is the ``lr`` given here
-(pass the scaled base rate); :func:`slimssl.engine.schedule.set_lr` leaves them alone, so they
+(pass the scaled base rate); :func:`slimssl.schedule.set_lr` leaves them alone, so they
 skip warm-up and cosine alike.
 """
 

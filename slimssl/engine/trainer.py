@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,15 @@ class Callback:
 
     ``after_backward`` sees the step's full gradient (all sub-networks, after the cross-rank
     average) before the optimizer uses it; ``state_dict`` travels in checkpoints so a resumed
-    run continues a monitor's series.
+    run continues a monitor's series. States are saved under :attr:`state_key` (the class name),
+    so a resumed run may add, drop or reorder callbacks: each gets its own state back.
     """
+
+    @property
+    def state_key(self) -> str:
+        """The name this callback's state is saved under (override it to tell apart two
+        instances of one class; otherwise the second is saved as ``Name#2``, by order)."""
+        return type(self).__name__
 
     def on_fit_start(self, trainer: "Trainer") -> None: ...
     def after_backward(self, trainer: "Trainer", specs: list) -> None: ...
@@ -70,6 +78,50 @@ class Callback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def _callback_keys(callbacks: list[Callback]) -> list[str]:
+    """Each callback's checkpoint key: its ``state_key``, ``#2``, ``#3``... on repeats."""
+    keys: list[str] = []
+    for cb in callbacks:
+        base, n = cb.state_key, 1
+        while (key := base if n == 1 else f"{base}#{n}") in keys:
+            n += 1
+        keys.append(key)
+    return keys
+
+
+def callback_states(callbacks: list[Callback]) -> dict[str, dict[str, Any]]:
+    """``{key: state}`` of every callback, as checkpoints store them."""
+    return {key: cb.state_dict() for key, cb in zip(_callback_keys(callbacks), callbacks)}
+
+
+def restore_callback_states(callbacks: list[Callback], saved: dict | list) -> None:
+    """Give every callback the state saved under its key; warn (once, naming them) about
+    stateful callbacks the checkpoint has no state for (they start afresh) and saved states no
+    callback of this run claims (dropped). ``saved`` as a list is the position-keyed format of
+    checkpoints written before states were named: restored by position, with a warning."""
+    if isinstance(saved, list):
+        if saved and any(saved):
+            warnings.warn("this checkpoint stores callback states by position (an older format): "
+                          "restoring them in order; resume with the same callbacks in the same "
+                          "order as the run that wrote it", stacklevel=2)
+        for cb, state in zip(callbacks, saved):
+            cb.load_state_dict(state)
+        return
+    keys = _callback_keys(callbacks)
+    for key, cb in zip(keys, callbacks):
+        if key in saved:
+            cb.load_state_dict(saved[key])
+    # stateless callbacks (an empty state) lose nothing either way: not worth a warning
+    missing = [k for k, cb in zip(keys, callbacks) if k not in saved and cb.state_dict()]
+    extra = [k for k, state in saved.items() if k not in keys and state]
+    if (missing or extra) and is_main():
+        parts = ([f"no saved state for {', '.join(missing)} (starts afresh)"] if missing else []) \
+            + ([f"saved state of {', '.join(extra)} not used (no such callback in this run)"]
+               if extra else [])
+        warnings.warn(f"resuming with other callbacks than the checkpoint's: {'; '.join(parts)}",
+                      stacklevel=2)
 
 
 def _refuse_to_overwrite(run_dir: Path) -> None:
@@ -195,7 +247,7 @@ class Trainer:
             "step_in_epoch": self.state.step_in_epoch,
             "global_step": self.state.global_step,
             "skipped_nonfinite": self.state.skipped_nonfinite,
-            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "callbacks": callback_states(self.callbacks),
         }
 
     def save(self) -> Path | None:
@@ -225,8 +277,7 @@ class Trainer:
         restore_rng_state(ckpt["rng"])
         self.state = TrainState(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"],
                                 ckpt.get("skipped_nonfinite", 0))
-        for cb, cb_state in zip(self.callbacks, ckpt.get("callbacks", [])):
-            cb.load_state_dict(cb_state)
+        restore_callback_states(self.callbacks, ckpt.get("callbacks", {}))
         self.logger.drop_after(self.state.global_step)
         if is_main():
             print(f"resumed from {path} (epoch {self.state.epoch}, step {self.state.global_step})")

@@ -134,3 +134,18 @@ def test_byol_heads_keep_hidden_width_only_input_follows_width():
         hidden = method.online.projector.layers[:3](
             torch.randn(4, method.online.backbone.feature_dim(0.5)))
     assert h.shape == (4, 8) and hidden.shape == (4, 32) and first.slim_in
+
+
+def test_momentum_simclr_default_distillation_is_cosine_with_head():
+    # US3L adopted configuration (slides case 13): -cos through the auxiliary head by default
+    from slimssl.engine.config import Config
+    assert Config().method.distill_loss == "cosine"
+    method = MomentumSimCLR(_backbone("universal"), 16, 2, 16, temperature=0.5)
+    assert method.distill_loss == "cosine" and method.online.predictor is not None
+    p1, p2 = T([[1.0, 0.0], [0.0, 1.0]]), T([[1.0, 1.0], [1.0, 0.0]])   # head outputs, B = 2
+    keys = T([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 2.0]])          # teacher [view 1; view 2]
+    _fake_views(method, [p1, p2], [p1, p2])
+    sub = method.subnet_forward((None, None), SubnetSpec(0.4), keys)
+    # by hand: cos(p1, k2) = (1, 1) -> 1; cos(p2, k1) = (1/sqrt2, 1/sqrt2) -> 1/sqrt2
+    # loss = 0.5 * (-1 - 1/sqrt2) = -0.853553
+    assert sub.loss.item() == pytest.approx(-0.8535534, abs=1e-6)

@@ -1,4 +1,4 @@
-"""Slimmable MobileNetV2/V3-Large: export equivalence, torchvision references, sizes, gradients."""
+"""Slimmable MobileNetV2/V3-Large/V3-Small: export equivalence, torchvision references, sizes, gradients."""
 
 from __future__ import annotations
 
@@ -13,12 +13,16 @@ import slimssl.export.mobilenet  # noqa: F401  (registers the plain twins and ex
 from slimssl.export.extract import extract_subnet
 from slimssl.export.io import load_subnet, save_subnet
 from slimssl.export.torchscript import script_subnet
-from slimssl.models.mobilenet import SlimMobileNetV2, mobilenet_v2, mobilenet_v3_large
+from slimssl.models.mobilenet import (SlimMobileNetV2, mobilenet_v2, mobilenet_v3_large,
+                                      mobilenet_v3_small)
 from slimssl.models.registry import list_models
 from slimssl.nn import SlimBatchNorm2d, SlimConv2d, SlimLinear, SubnetSpec, recalibrate_bn
+from slimssl.nn.transplant import load_single_network
 
 WIDTHS = (1.0, 0.75, 0.5, 0.25)
-FACTORIES = {"v2": mobilenet_v2, "v3": mobilenet_v3_large}
+FACTORIES = {"v2": mobilenet_v2, "v3": mobilenet_v3_large, "v3s": mobilenet_v3_small}
+TORCHVISION = {"v2": torchvision.models.mobilenet_v2, "v3": torchvision.models.mobilenet_v3_large,
+               "v3s": torchvision.models.mobilenet_v3_small}
 
 
 def _x(seed: int = 0, n: int = 2) -> torch.Tensor:
@@ -43,7 +47,13 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
-@pytest.mark.parametrize("arch", ["v2", "v3"])
+def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Max difference relative to the outputs' scale (freshly initialised MobileNets give
+    outputs of 1e-13 .. 1e-2, where an absolute tolerance would hide a wrong model)."""
+    return _max_diff(a, b) / b.abs().max().item()
+
+
+@pytest.mark.parametrize("arch", ["v2", "v3", "v3s"])
 def test_switchable_members_match_their_exports(arch: str) -> None:
     model = FACTORIES[arch](widths=WIDTHS, stem="cifar", num_classes=10)
     _randomise_bn(model, 1)
@@ -53,7 +63,7 @@ def test_switchable_members_match_their_exports(arch: str) -> None:
     for width in rng.sample(WIDTHS, len(WIDTHS)):
         plain = extract_subnet(model, width)
         with torch.no_grad():
-            assert _max_diff(model(x, width), plain(x)) <= 1e-5
+            assert _rel_diff(model(x, width), plain(x)) <= 1e-5
         assert plain.num_features == model.feature_dim(width)
         # every exported conv is a multiple of 8 wide (DESIGN.md sec. 2), no slimmable layer left
         for m in plain.modules():
@@ -62,7 +72,7 @@ def test_switchable_members_match_their_exports(arch: str) -> None:
                 assert m.in_channels % 8 == 0 and m.out_channels % 8 == 0
 
 
-@pytest.mark.parametrize("arch", ["v2", "v3"])
+@pytest.mark.parametrize("arch", ["v2", "v3", "v3s"])
 def test_universal_random_widths_after_recalibration(arch: str) -> None:
     model = FACTORIES[arch](norm="universal", width_range=(0.25, 1.0), stem="cifar",
                             num_classes=10)
@@ -75,20 +85,73 @@ def test_universal_random_widths_after_recalibration(arch: str) -> None:
         model.eval()
         plain = extract_subnet(model, width)
         with torch.no_grad():
-            assert _max_diff(model(x, width), plain(x)) <= 1e-5
+            assert _rel_diff(model(x, width), plain(x)) <= 1e-5
 
 
-@pytest.mark.parametrize("arch", ["v2", "v3"])
+def test_narrow_block_keeps_the_full_width_shortcut_decision() -> None:
+    """V2's first block is 32 -> 16 (no shortcut); at width 0.25 both round up to 8 channels,
+    and the export must still have no shortcut (it used to add one: torchvision's rule on the
+    exported counts)."""
+    model = mobilenet_v2(widths=(1.0, 0.25), stem="cifar", num_classes=10)
+    plain = extract_subnet(model, 0.25)
+    assert plain.arch_config["blocks"][0] == [8, 8, 8, 1, 0, 0]
+    assert not plain.features[1].use_res_connect
+    old = dict(plain.arch_config, blocks=[b[:5] for b in plain.arch_config["blocks"]])
+    assert type(plain).from_config(old).features[1].use_res_connect  # configs without the flag
+    with pytest.raises(ValueError, match="residual"):
+        type(plain).from_config(dict(old, blocks=[[8, 8, 16, 1, 0, 1]]))
+
+
+@pytest.mark.parametrize("arch", ["v2", "v3", "v3s"])
 def test_full_width_export_is_torchvision_model(arch: str) -> None:
     model = FACTORIES[arch](widths=(1.0, 0.5), num_classes=10)
     _randomise_bn(model, 3)
     plain = extract_subnet(model, 1.0)
-    ref = (torchvision.models.mobilenet_v2 if arch == "v2"
-           else torchvision.models.mobilenet_v3_large)(num_classes=10).eval()
+    ref = TORCHVISION[arch](num_classes=10).eval()
     ref.load_state_dict(plain.state_dict(), strict=True)
     x = _x(4)
     with torch.no_grad():
         assert _max_diff(ref(x), plain(x)) <= 1e-5
+
+
+def test_v3_small_full_width_member_loads_torchvision_weights() -> None:
+    """torchvision's mobilenet_v3_small weights (random, with non-trivial BN statistics) go
+    into the slimmable family's full-width member and give torchvision's outputs: through the
+    plain export (strict), a universal model (strict but for its own ``stats_width`` tags) and
+    a switchable family filled from it (every width's private BN gets the leading channels)."""
+    torch.manual_seed(0)
+    ref = torchvision.models.mobilenet_v3_small(num_classes=10)
+    _randomise_bn(ref, 12)
+    ref.eval()
+    x = _x(13, n=3)
+    with torch.no_grad():
+        expected = ref(x)
+        plain = extract_subnet(mobilenet_v3_small(widths=(1.0, 0.5), num_classes=10), 1.0)
+        plain.load_state_dict(ref.state_dict(), strict=True)
+        assert _max_diff(plain.eval()(x), expected) <= 1e-5
+        single = mobilenet_v3_small(norm="universal", width_range=(0.25, 1.0), num_classes=10)
+        result = single.load_state_dict(ref.state_dict(), strict=False)
+        assert result.unexpected_keys == []
+        assert {k.rsplit(".", 1)[1] for k in result.missing_keys} == {"stats_width"}
+        assert _max_diff(single.eval()(x), expected) <= 1e-5
+        family = mobilenet_v3_small(widths=(1.0, 0.5), num_classes=10)
+        load_single_network(family, single)
+        assert _max_diff(family.eval()(x, 1.0), expected) <= 1e-5
+
+
+def test_v3_small_blocks_are_howard_table_2() -> None:
+    """Howard et al. 2019 Table 2 (MobileNetV3-Small): strides, kernels, SE and activations of
+    the 11 bottlenecks, 576-channel last conv and 1024-wide hidden classifier layer."""
+    plain = extract_subnet(mobilenet_v3_small(num_classes=1000), 1.0)
+    blocks = plain.arch_config["blocks"]  # [inp, kernel, expanded, out, squeeze, act, stride, x]
+    assert [b[1] for b in blocks] == [3, 3, 3] + [5] * 8
+    assert [b[2] for b in blocks] == [16, 72, 88, 96, 240, 240, 120, 144, 288, 576, 576]
+    assert [b[3] for b in blocks] == [16, 24, 24, 40, 40, 40, 48, 48, 96, 96, 96]
+    assert [b[4] > 0 for b in blocks] == [True, False, False] + [True] * 8
+    assert [b[5] for b in blocks] == ["RE"] * 3 + ["HS"] * 8
+    assert [b[6] for b in blocks] == [2, 2, 1, 2, 1, 1, 1, 1, 2, 1, 1]
+    assert plain.arch_config["last_conv_channels"] == 576
+    assert plain.arch_config["last_channels"] == 1024
 
 
 def test_param_counts_match_torchvision() -> None:
@@ -97,6 +160,8 @@ def test_param_counts_match_torchvision() -> None:
     v3 = extract_subnet(mobilenet_v3_large(num_classes=1000), 1.0)
     ref = torchvision.models.mobilenet_v3_large(num_classes=1000)
     assert sum(p.numel() for p in v3.parameters()) == sum(p.numel() for p in ref.parameters())
+    v3s = extract_subnet(mobilenet_v3_small(num_classes=1000), 1.0)
+    assert sum(p.numel() for p in v3s.parameters()) == 2_542_856  # torchvision's count
 
 
 def test_feature_dims_and_head_sizes() -> None:
@@ -111,6 +176,7 @@ def test_feature_dims_and_head_sizes() -> None:
                 feats = v3.forward_features(x)
                 assert v3.forward_head(feats, pre_logits=True).shape == (2, v3.feature_dim())
         assert v3.feature_dim(0.5) == 640 and v3.feature_dim(0.25) == 320
+        assert mobilenet_v3_small(widths=WIDTHS).feature_dim(0.5) == 512
         # cifar stem: stride 16 overall -> 2x2 maps on 32x32 inputs
         assert v2.forward_features(x).shape[-2:] == (2, 2)
     assert mobilenet_v2().eval().forward_features(x).shape[-2:] == (1, 1)
@@ -186,5 +252,5 @@ def test_bad_width_names_the_allowed_ones() -> None:
 
 
 def test_registered() -> None:
-    assert {"mobilenet_v2", "mobilenet_v3_large"} <= set(list_models())
+    assert {"mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"} <= set(list_models())
     assert isinstance(mobilenet_v2(), SlimMobileNetV2)

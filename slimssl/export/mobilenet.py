@@ -1,10 +1,16 @@
 """Plain MobileNetV2/V3 twins and the extractors that fill them from a slimmable family member.
 
 The plain models use only standard torch layers and torchvision's module names, so a full-width
-export loads into ``torchvision.models.mobilenet_v2()`` / ``mobilenet_v3_large()`` (strict) and any
-export is TorchScript-able. Their architecture is a JSON-serialisable config listing every
+export loads into ``torchvision.models.mobilenet_v2()`` / ``mobilenet_v3_large()`` /
+``mobilenet_v3_small()`` (strict) and any export is TorchScript-able. Their architecture is a JSON-serialisable config listing every
 block's channel counts at the exported width (``arch_config``), so :func:`slimssl.export.io.
 load_subnet` rebuilds them without any slimmable code.
+
+Each block records whether it has a residual connection. The slimmable block decides that from
+its *full* channel counts (``stride 1 and inp == out`` at width 1), and a member keeps that
+decision at every width, even where rounding to multiples of 8 makes a narrow block's input and
+output equally wide (V2 at width 0.25: the first block is 8 -> 8 without a shortcut). Configs
+written before the flag existed fall back to torchvision's rule on the exported counts.
 """
 
 from __future__ import annotations
@@ -37,6 +43,16 @@ def load_exported_layers(slim: nn.Module, plain: nn.Module) -> None:
             plain.get_submodule(name).load_state_dict(module.export().state_dict(), strict=True)
 
 
+def _residual(flag: bool | None, stride: int, inp: int, out: int) -> bool:
+    """The recorded shortcut decision, or torchvision's rule for configs without one."""
+    if flag is None:
+        return stride == 1 and inp == out
+    if flag and (stride != 1 or inp != out):
+        raise ValueError(f"a residual block needs stride 1 and equal channels, got stride "
+                         f"{stride}, {inp} -> {out}")
+    return flag
+
+
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int, act: nn.Module | None,
              eps: float, momentum: float) -> nn.Sequential:
     layers: list[nn.Module] = [
@@ -50,7 +66,8 @@ def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int, act: nn
 class PlainInvertedResidualV2(nn.Module):
     """MobileNetV2 block with explicit channels (torchvision layout ``conv.K``)."""
 
-    def __init__(self, inp: int, hidden: int, out: int, stride: int, expand: bool) -> None:
+    def __init__(self, inp: int, hidden: int, out: int, stride: int, expand: bool,
+                 residual: bool | None = None) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         if expand:
@@ -59,7 +76,7 @@ class PlainInvertedResidualV2(nn.Module):
                                1e-5, 0.1))
         layers += [nn.Conv2d(hidden, out, 1, bias=False), nn.BatchNorm2d(out)]
         self.conv = nn.Sequential(*layers)
-        self.use_res_connect: bool = stride == 1 and inp == out
+        self.use_res_connect: bool = _residual(residual, stride, inp, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_res_connect:
@@ -73,8 +90,9 @@ class PlainMobileNetV2(nn.Module):
 
     Args:
         stem_channels / stem_stride: the first 3x3 conv.
-        blocks: ``[inp, hidden, out, stride, expand]`` per inverted residual (``expand`` 0/1:
-            whether the block has a 1x1 expansion conv).
+        blocks: ``[inp, hidden, out, stride, expand(, residual)]`` per inverted residual
+            (``expand`` 0/1: whether the block has a 1x1 expansion conv; ``residual`` 0/1:
+            whether it adds its input, see the module docstring).
         last_channels: the last 1x1 conv (1280).
         num_classes: 0 for a feature extractor (pooled ``last_channels`` features).
     """
@@ -90,7 +108,8 @@ class PlainMobileNetV2(nn.Module):
             "num_classes": num_classes, "dropout": dropout}
         layers: list[nn.Module] = [_conv_bn(3, stem_channels, 3, stem_stride, 1,
                                             nn.ReLU6(inplace=True), 1e-5, 0.1)]
-        layers += [PlainInvertedResidualV2(i, h, o, s, bool(e)) for i, h, o, s, e in blocks]
+        layers += [PlainInvertedResidualV2(b[0], b[1], b[2], b[3], bool(b[4]),
+                                           bool(b[5]) if len(b) > 5 else None) for b in blocks]
         layers.append(_conv_bn(blocks[-1][2], last_channels, 1, 1, 1, nn.ReLU6(inplace=True),
                                1e-5, 0.1))
         self.features = nn.Sequential(*layers)
@@ -142,7 +161,8 @@ class PlainInvertedResidualV3(nn.Module):
     """MobileNetV3 bottleneck with explicit channels (torchvision layout ``block.K``)."""
 
     def __init__(self, inp: int, kernel: int, expanded: int, out: int, squeeze: int,
-                 activation: str, stride: int, expand: bool) -> None:
+                 activation: str, stride: int, expand: bool,
+                 residual: bool | None = None) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         if expand:
@@ -153,7 +173,7 @@ class PlainInvertedResidualV3(nn.Module):
             layers.append(PlainSqueezeExcite(expanded, squeeze))
         layers.append(_conv_bn(expanded, out, 1, 1, 1, None, 1e-3, 0.01))
         self.block = nn.Sequential(*layers)
-        self.use_res_connect: bool = stride == 1 and inp == out
+        self.use_res_connect: bool = _residual(residual, stride, inp, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.block(x)
@@ -167,8 +187,9 @@ class PlainMobileNetV3(nn.Module):
     """A MobileNetV3 (Howard et al. 2019) with per-block channel counts.
 
     Args:
-        blocks: ``[inp, kernel, expanded, out, squeeze, activation, stride, expand]`` per
-            bottleneck (``squeeze`` 0: no SE; ``activation`` "RE" or "HS").
+        blocks: ``[inp, kernel, expanded, out, squeeze, activation, stride, expand(, residual)]``
+            per bottleneck (``squeeze`` 0: no SE; ``activation`` "RE" or "HS"; ``residual`` as
+            for V2).
         last_conv_channels: the last 1x1 conv (960 at full width).
         last_channels: the classifier's hidden linear (1280 at full width).
     """
@@ -185,9 +206,10 @@ class PlainMobileNetV3(nn.Module):
             "last_channels": last_channels, "num_classes": num_classes, "dropout": dropout}
         layers: list[nn.Module] = [_conv_bn(3, stem_channels, 3, stem_stride, 1,
                                             nn.Hardswish(inplace=True), 1e-3, 0.01)]
-        layers += [PlainInvertedResidualV3(int(i), int(k), int(e), int(o), int(sq), str(a),
-                                           int(s), bool(x))
-                   for i, k, e, o, sq, a, s, x in blocks]
+        layers += [PlainInvertedResidualV3(int(b[0]), int(b[1]), int(b[2]), int(b[3]),
+                                           int(b[4]), str(b[5]), int(b[6]), bool(b[7]),
+                                           bool(b[8]) if len(b) > 8 else None)
+                   for b in blocks]
         layers.append(_conv_bn(int(blocks[-1][3]), last_conv_channels, 1, 1, 1,
                                nn.Hardswish(inplace=True), 1e-3, 0.01))
         self.features = nn.Sequential(*layers)
@@ -241,7 +263,7 @@ def _extract_v2(model: SlimMobileNetV2, spec: SubnetSpec) -> PlainMobileNetV2:
         dw = _dw(blk.conv)
         project = blk.conv[-2]
         blocks.append([blk.conv[0][0].active_in, dw.active_out, project.active_out,
-                       int(dw.stride[0]), int(blk.expands)])
+                       int(dw.stride[0]), int(blk.expands), int(blk.use_res_connect)])
     stem, stride = _stem_out(model)
     plain = PlainMobileNetV2(stem, stride, blocks, model.features[-1][0].active_out,
                              model.num_classes, model.dropout)
@@ -259,7 +281,7 @@ def _extract_v3(model: SlimMobileNetV3, spec: SubnetSpec) -> PlainMobileNetV3:
         inp = blk.block[0][0].active_in
         blocks.append([inp, int(dw.kernel_size[0]), dw.active_out, blk.block[-1][0].active_out,
                        se[0].fc1.active_out if se else 0, blk.cfg.activation,
-                       int(dw.stride[0]), int(blk.expands)])
+                       int(dw.stride[0]), int(blk.expands), int(blk.use_res_connect)])
     stem, stride = _stem_out(model)
     plain = PlainMobileNetV3(stem, stride, blocks, model.features[-1][0].active_out,
                              model.classifier[0].active_out, model.num_classes, model.dropout)

@@ -1,4 +1,4 @@
-"""Slimmable MobileNetV2 (Sandler et al. 2018) and MobileNetV3-Large (Howard et al. 2019).
+"""Slimmable MobileNetV2 (Sandler et al. 2018) and MobileNetV3-Large/-Small (Howard et al. 2019).
 
 Every layer keeps its full-size weight and width ``w`` uses the leading ``channels_at(c, w, 8)``
 channels (DESIGN.md sec. 2: channel counts stay divisible by 8, the MobileNet rule), so one
@@ -20,10 +20,12 @@ Head sizes follow torchvision:
 * V3-Large: the last conv has ``6 * 160w`` (960 at full width) channels and the classifier's first
   linear 960 -> 1280 follows the width (``make_div(1280 w, 8)``, torchvision's ``last_channel``);
   the pre-logits feature is that 1280w vector (as in timm's ``forward_head(pre_logits=True)``).
+* V3-Small: the same head with ``6 * 96w`` (576) last-conv channels and a 576 -> 1024w linear
+  (Howard et al. Table 2; torchvision's ``last_channel = 1024``).
 
 Module names follow torchvision (``features.N.conv...`` / ``features.N.block...`` /
 ``classifier.K``) so a full-width export loads into ``torchvision.models.mobilenet_v2()`` /
-``mobilenet_v3_large()`` with ``strict=True``.
+``mobilenet_v3_large()`` / ``mobilenet_v3_small()`` with ``strict=True``.
 
 ``stem="cifar"`` sets the stem conv's stride to 1 (32x32 inputs end at 2x2 instead of 1x1).
 """
@@ -46,9 +48,9 @@ Stem = Literal["imagenet", "cifar"]
 DIVISOR = 8
 
 __all__ = [
-    "MBV2_SETTING", "MBV3_LARGE_SETTING", "SlimInvertedResidualV2", "SlimInvertedResidualV3",
-    "SlimMobileNetV2", "SlimMobileNetV3", "SlimSqueezeExcite", "V3Block", "mobilenet_v2",
-    "mobilenet_v3_large",
+    "MBV2_SETTING", "MBV3_LARGE_SETTING", "MBV3_SMALL_SETTING", "SlimInvertedResidualV2",
+    "SlimInvertedResidualV3", "SlimMobileNetV2", "SlimMobileNetV3", "SlimSqueezeExcite", "V3Block",
+    "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
 ]
 
 # (expansion t, output channels c, repeats n, first stride s): Sandler et al. 2018, Table 2.
@@ -81,6 +83,18 @@ MBV3_LARGE_SETTING: tuple[V3Block, ...] = tuple(V3Block(*row) for row in (
     (112, 5, 672, 160, True, "HS", 2), (160, 5, 960, 160, True, "HS", 1),
     (160, 5, 960, 160, True, "HS", 1),
 ))
+
+# Howard et al. 2019, Table 2 (MobileNetV3-Small), as torchvision's ``mobilenet_v3_small`` builds
+# it (no dilation, no reduced tail): 11 bottlenecks, last conv 576, classifier hidden 1024.
+MBV3_SMALL_SETTING: tuple[V3Block, ...] = tuple(V3Block(*row) for row in (
+    (16, 3, 16, 16, True, "RE", 2), (16, 3, 72, 24, False, "RE", 2),
+    (24, 3, 88, 24, False, "RE", 1), (24, 5, 96, 40, True, "HS", 2),
+    (40, 5, 240, 40, True, "HS", 1), (40, 5, 240, 40, True, "HS", 1),
+    (40, 5, 120, 48, True, "HS", 1), (48, 5, 144, 48, True, "HS", 1),
+    (48, 5, 288, 96, True, "HS", 2), (96, 5, 576, 96, True, "HS", 1),
+    (96, 5, 576, 96, True, "HS", 1),
+))
+MBV3_SMALL_LAST_CHANNEL = 1024
 
 Activation = Callable[[], nn.Module]
 
@@ -296,11 +310,13 @@ class SlimMobileNetV2(_SlimMobileNet):
 
 
 class SlimMobileNetV3(_SlimMobileNet):
-    """Slimmable MobileNetV3 (Howard et al. 2019); ``setting`` defaults to the Large model.
+    """Slimmable MobileNetV3 (Howard et al. 2019); ``setting`` defaults to the Large model
+    (``MBV3_SMALL_SETTING`` with ``last_channel=1024`` is the Small one).
 
     BatchNorm uses eps 1e-3 and momentum 0.01 (torchvision's values). The classifier is
-    ``Linear(960w, 1280w) -> hard-swish -> dropout -> Linear(1280w, classes)``; with
-    ``num_classes=0`` the last linear is absent and the backbone returns the 1280w vector.
+    ``Linear(960w, 1280w) -> hard-swish -> dropout -> Linear(1280w, classes)`` (Small: 576w and
+    1024w); with ``num_classes=0`` the last linear is absent and the backbone returns the
+    ``last_channel``-w vector.
     """
 
     full_features = 1280
@@ -356,3 +372,13 @@ def mobilenet_v3_large(widths: Sequence[float] = (1.0,), norm: NormMode = "switc
                        dropout: float = 0.2) -> SlimMobileNetV3:
     """Slimmable MobileNetV3-Large (5.5M params with a 1000-class classifier at width 1.0)."""
     return SlimMobileNetV3(widths, norm, stem, num_classes, width_range, dropout)
+
+
+@register_model("mobilenet_v3_small")
+def mobilenet_v3_small(widths: Sequence[float] = (1.0,), norm: NormMode = "switchable",
+                       stem: Stem = "imagenet", num_classes: int = 0,
+                       width_range: tuple[float, float] | None = None,
+                       dropout: float = 0.2) -> SlimMobileNetV3:
+    """Slimmable MobileNetV3-Small (2.5M params with a 1000-class classifier at width 1.0)."""
+    return SlimMobileNetV3(widths, norm, stem, num_classes, width_range, dropout,
+                           MBV3_SMALL_SETTING, MBV3_SMALL_LAST_CHANNEL)

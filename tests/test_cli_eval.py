@@ -8,7 +8,7 @@ import torch
 
 from slimssl.cli import main
 from slimssl.data import load_dataset
-from slimssl.eval.subsets import per_class_count
+from slimssl.data.subset import per_class_count
 from slimssl.eval.report import read_results, write_results
 
 PRETRAIN = ["pretrain", "--data", "synthetic", "--epochs", "1", "--no-eval", "--progress", "off",

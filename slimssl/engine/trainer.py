@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from slimssl.data import ImageTensorDataset, balanced_subset, load_dataset, make_loader, make_views
+from slimssl.data.subset import load_subset
 from slimssl.dist import DistInfo, get_world_size, init_distributed, is_dist, is_main
 from slimssl.engine.build import build_backbone, build_method, build_recipe
 from slimssl.engine.checkpoint import (CheckpointError, capture_rng_state,
@@ -47,7 +48,6 @@ from slimssl.engine.progress import Progress
 from slimssl.engine.rundir import prepare_run_dir
 from slimssl.engine.schedule import build_lr_schedule
 from slimssl.engine.seeding import derive_seed, seed_everything
-from slimssl.eval.subsets import load_subset
 from slimssl.methods.base import SubnetOutput
 from slimssl.schedule import momentum_schedule, set_lr
 

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimssl.data import eval_transform, make_loader
+from slimssl.data.subset import balanced_subset, load_subset, save_subset
 from slimssl.eval.features import Recalibrate, extract_features
 from slimssl.eval.linear_eval import (SEMISUP_LINEAR, Log, Mode, ProbeRecipe, linear_eval,
                                       linear_view)
-from slimssl.eval.subsets import balanced_label_subset, load_subset, save_subset
 from slimssl.schedule import schedule_scale, set_lr
 
 __all__ = ["FinetuneRecipe", "subset_path", "labelled_subset", "finetune_member",
@@ -73,7 +73,7 @@ def labelled_subset(labels: torch.Tensor, fraction: float, run_dir: str | Path,
         meta = json.loads(path.read_text())
         if meta.get("num_train") == int(labels.numel()):
             return load_subset(path), path
-    idx = balanced_label_subset(labels, fraction, seed)
+    idx = balanced_subset(labels, fraction=fraction, seed=seed)
     save_subset(idx, path, fraction=fraction, seed=seed, num_train=int(labels.numel()))
     return idx, path
 

@@ -36,7 +36,7 @@ def build_backbone(cfg: Config) -> SlimmableModel:
     return create(m.arch, **kwargs)
 
 
-def build_method(cfg: Config, backbone: SlimmableModel) -> SSLMethod:
+def _build_method(cfg: Config, backbone: SlimmableModel) -> SSLMethod:
     m = cfg.method
     if m.name == "mocov2":
         return MoCoV2(backbone, m.proj_hidden, m.proj_dim, m.queue_size, m.temperature,
@@ -56,6 +56,16 @@ def build_method(cfg: Config, backbone: SlimmableModel) -> SSLMethod:
     if m.name == "supervised":
         return SupervisedClassifier(backbone, m.num_classes, m.label_smoothing)
     raise NotImplementedError(f"method {m.name!r} is not implemented")
+
+
+def build_method(cfg: Config, backbone: SlimmableModel) -> SSLMethod:
+    method = _build_method(cfg, backbone)
+    if cfg.method.momentum_bn:
+        try:
+            method.use_momentum_bn()
+        except ValueError as err:
+            raise ConfigError(f"config key 'method.momentum_bn': {err}; set it to false") from None
+    return method
 
 
 def _require_norm(cfg: Config, model: SlimmableModel, mode: str) -> None:

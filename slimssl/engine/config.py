@@ -112,6 +112,9 @@ class MethodConfig:
     momentum: float = 0.99
     momentum_schedule: str = choice("constant", "constant", "cosine")
     bn_splits: int = 1  # MoCo v2 split-BN groups within one process (1 = off)
+    # momentum BN in the momentum target (DSPNet Sec. 5.1.1 -> Momentum^2 Teacher): the target's
+    # BatchNorms blend batch and their own running statistics, alpha 1 -> 0 by cosine
+    momentum_bn: bool = False
     # simclr_momentum (US3L): sub-networks distil the momentum teacher through an auxiliary
     # head (distill_head) with a cosine loss (the adopted configuration: the slides' second
     # ablation table's baseline row equals Table 1 case 13, "MSE" distillation + auxiliary

@@ -3,7 +3,8 @@
 ``t <- m t + (1 - m) o`` over parameters, as in MoCo (He et al. 2020; MoCo v3: Chen, Xie, He 2021)
 and BYOL (Grill et al. 2020). Buffers (BN running statistics, counters) are copied from the
 online network rather than averaged: the target's statistics then match the weights it is run
-with in the same way MoCo v2's key encoder does (code).
+with in the same way MoCo v2's key encoder does (code). A target with momentum BN (DSPNet,
+Momentum^2 Teacher) keeps its own statistics: ``copy_buffers=False``.
 
 The update uses the multi-tensor ``torch._foreach_*`` kernels, one launch for all parameters of a
 (device, dtype) instead of one per tensor; this matters on GPU where an EMA of a ResNet-50 is
@@ -33,8 +34,9 @@ def _pairs(target: nn.Module, online: nn.Module, what: str):
 
 
 @torch.no_grad()
-def ema_update_(target: nn.Module, online: nn.Module, m: float) -> None:
-    """In place: target params ``= m * target + (1 - m) * online``; target buffers ``= online``.
+def ema_update_(target: nn.Module, online: nn.Module, m: float, copy_buffers: bool = True) -> None:
+    """In place: target params ``= m * target + (1 - m) * online``; target buffers ``= online``
+    unless ``copy_buffers`` is false (a target with its own momentum-BN statistics).
 
     Modules are matched by registration order (``named_parameters``), so the target must be a
     structural copy of the online module (e.g. ``copy.deepcopy``).
@@ -44,6 +46,8 @@ def ema_update_(target: nn.Module, online: nn.Module, m: float) -> None:
         o_params = [o.detach().to(dtype=t.dtype, device=t.device) for t, o in zip(t_params, o_params)]
         torch._foreach_mul_(t_params, m)
         torch._foreach_add_(t_params, o_params, alpha=1.0 - m)
+    if not copy_buffers:
+        return
     t_bufs, o_bufs = _pairs(target, online, "buffers")
     for t, o in zip(t_bufs, o_bufs):
         t.copy_(o)

@@ -363,7 +363,10 @@ class Trainer:
         views = self.views(images.to(self.device, non_blocking=True), self.aug_generator)
         if cfg.train.channels_last:
             views = tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
-        with self._autocast():
+        # momentum BN (DSPNet): weight of the batch statistics 1 -> 0 by cosine over the run
+        # (Momentum^2 Teacher), i.e. 1 - the EMA-momentum cosine started at 0
+        bn_alpha = 1.0 - momentum_schedule(self.state.global_step, self.total_steps, 0.0, "cosine")
+        with self._autocast(), method.target_statistics(bn_alpha):
             if method.needs_labels:
                 labels = None if labels is None else labels.to(self.device, non_blocking=True)
                 target = method.target_forward(views, labels)
@@ -413,7 +416,7 @@ class Trainer:
         m = momentum_schedule(self.state.global_step, self.total_steps, cfg.method.momentum,
                               cfg.method.momentum_schedule)
         for target_part, online_part in method.ema_pairs():
-            ema_update_(target_part, online_part, m)
+            ema_update_(target_part, online_part, m, copy_buffers=not method.momentum_bn)
         method.end_iteration(target)
         logs["loss"] = total.detach()
         out_logs = {k: float(v) for k, v in logs.items()}

@@ -9,13 +9,15 @@ recipes'), and no optimizer (the engine's, which also performs the EMA update of
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ContextManager
 
 import torch
 from torch import nn
 
 from slimssl.models.encoder import SlimEncoder
+from slimssl.nn.norm import momentum_statistics
 from slimssl.nn.spec import SubnetSpec
 
 
@@ -69,6 +71,25 @@ class SSLMethod(nn.Module):
         super().__init__()
         self.online = online
         self.target = online.momentum_copy() if self.uses_momentum_target else None
+        #: the target's BatchNorms keep their own momentum statistics (:meth:`use_momentum_bn`)
+        self.momentum_bn = False
+
+    def use_momentum_bn(self) -> None:
+        """Momentum BN in the target (DSPNet Sec. 5.1.1, Momentum^2 Teacher; the blend is
+        :func:`slimssl.nn.norm.momentum_statistics`): from now on the target's BatchNorm
+        statistics are its own (the engine's EMA no longer copies the online buffers) and
+        :meth:`target_statistics` applies the blend around each target forward."""
+        if self.target is None:
+            raise ValueError(f"momentum BN is a momentum teacher's BatchNorm; "
+                             f"{type(self).__name__} has no momentum target")
+        self.momentum_bn = True
+
+    def target_statistics(self, alpha: float) -> ContextManager[None]:
+        """Context for one iteration's target forward: momentum BN with ``alpha`` (the weight
+        of the batch statistics) when :meth:`use_momentum_bn` was called, else nothing."""
+        if not self.momentum_bn:
+            return contextlib.nullcontext()
+        return momentum_statistics(self.target, alpha)
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(target part, online part) pairs the engine moves by EMA (the predictor has no

@@ -8,11 +8,28 @@
   is evaluated its running statistics are *recalibrated* exactly (:mod:`slimssl.nn.calibrate`).
   The buffers record which width their statistics belong to, so evaluating a width with another
   width's statistics is an error instead of a silently wrong number.
+
+**Momentum BN** (:func:`momentum_statistics`; DSPNet Sec. 5.1.1 "we also adopt momentum BN [44]",
+[44] = Momentum^2 Teacher, Li, Liu, Sun 2021): inside the context, a BatchNorm in training mode
+normalises with a blend of the batch's statistics and its own running statistics,
+
+    mu = alpha mu_B + (1 - alpha) mu_run,    var = alpha var_B + (1 - alpha) var_run,
+
+and the running statistics move once per context by ``alpha`` towards the mean of the batch
+statistics it saw (the two views of one iteration): ``run = alpha mean(mu_B) + (1 - alpha) run``
+(variance: unbiased batch variances). ``alpha = 1`` is ordinary training-mode BatchNorm; the
+Momentum^2 Teacher code decays ``alpha`` from 1 to 0 by cosine over the iterations, so late in
+training the teacher normalises with statistics averaged over many batches, which is what lets
+it drop cross-GPU SyncBN ("for further accelerating"). The batch statistics are detached (the
+teacher has no gradient). Differences from that code, on purpose: the normalising blend uses the
+biased batch variance (so ``alpha = 1`` equals BatchNorm exactly; the code applies Bessel's
+correction twice there) and statistics are computed in float32 under AMP.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +76,16 @@ def _accumulate_stats(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
     var.mul_(1 - factor).add_(batch_var.to(var.dtype), alpha=factor)
 
 
+class _MomentumStats:
+    """One layer's state inside :func:`momentum_statistics`: ``alpha`` and the batch statistics
+    seen so far (committed to the running statistics when the context closes)."""
+
+    def __init__(self, alpha: float, width: float) -> None:
+        self.alpha, self.width = alpha, width
+        self.means: list[torch.Tensor] = []
+        self.vars: list[torch.Tensor] = []
+
+
 class _SlimBatchNorm(nn.Module, WidthSwitched):
     plain_cls: type[nn.modules.batchnorm._BatchNorm] = nn.BatchNorm2d
 
@@ -73,6 +100,7 @@ class _SlimBatchNorm(nn.Module, WidthSwitched):
         self.eps, self.momentum, self.affine = eps, momentum, affine
         self.width = 1.0
         self.calibration: _Calibration | None = None
+        self.momentum_stats: _MomentumStats | None = None
         if mode == "switchable":
             self.bn = nn.ModuleList(
                 self.plain_cls(channels_at(num_features, w, divisor) if slim else num_features,
@@ -106,11 +134,64 @@ class _SlimBatchNorm(nn.Module, WidthSwitched):
             )
         return self.running_mean[:c], self.running_var[:c]
 
+    def _affine(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Weight and bias of the active width (``None`` without affine)."""
+        if self.mode == "switchable":
+            bn = self.private()
+            return bn.weight, bn.bias
+        c = self.active_channels
+        return ((self.weight[:c] if self.weight is not None else None),
+                (self.bias[:c] if self.bias is not None else None))
+
+    def _momentum_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise with the momentum-BN blend (module docstring); record the batch stats."""
+        st = self.momentum_stats
+        if abs(st.width - self.width) > WIDTH_TOL:
+            raise RuntimeError("momentum BN: one context must run at one width")
+        running_mean, running_var = self.calibrated_buffers()
+        dims = [0] + list(range(2, x.dim()))
+        x32 = x.float()
+        with torch.no_grad():
+            mean = x32.mean(dims)
+            var = x32.var(dims, unbiased=False)
+            n = x32.numel() // x32.shape[1]
+            st.means.append(mean)
+            st.vars.append(var * n / max(n - 1, 1))
+            a = st.alpha
+            mu = a * mean + (1 - a) * running_mean.float()
+            sigma2 = a * var + (1 - a) * running_var.float()
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        y = (x32 - mu.view(shape)) * torch.rsqrt(sigma2 + self.eps).view(shape)
+        weight, bias = self._affine()
+        if weight is not None:
+            y = y * weight.float().view(shape) + bias.float().view(shape)
+        return y.to(x.dtype)
+
+    @torch.no_grad()
+    def _commit_momentum_stats(self) -> None:
+        """Move the running statistics by ``alpha`` towards the mean of the recorded batch
+        statistics (Momentum^2 Teacher: once per iteration, both views averaged)."""
+        st = self.momentum_stats
+        if not st.means:
+            return
+        running_mean, running_var = self.calibrated_buffers()
+        a = st.alpha
+        running_mean.mul_(1 - a).add_(torch.stack(st.means).mean(0).to(running_mean.dtype),
+                                      alpha=a)
+        running_var.mul_(1 - a).add_(torch.stack(st.vars).mean(0).to(running_var.dtype), alpha=a)
+        if self.mode == "switchable":
+            self.private().num_batches_tracked.add_(1)
+        else:
+            self.num_batches_tracked.add_(1)
+            self.stats_width.fill_(self.width)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.active_channels
         if x.shape[1] != c:
             raise RuntimeError(f"{type(self).__name__} at width {self.width:g} expects {c} "
                                f"channels, got {x.shape[1]}")
+        if self.momentum_stats is not None and self.training and self.calibration is None:
+            return self._momentum_forward(x)
         if self.mode == "switchable":
             bn = self.private()
             if self.calibration is not None:
@@ -170,6 +251,33 @@ class _SlimBatchNorm(nn.Module, WidthSwitched):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, mode={self.mode}, widths={list(self.widths)}"
+
+
+@contextmanager
+def momentum_statistics(module: nn.Module, alpha: float) -> Iterator[None]:
+    """Momentum BN (module docstring) for every slimmable BatchNorm of ``module`` in training
+    mode while the context is open; on a normal exit each layer's running statistics move once
+    by ``alpha`` towards the mean of the batch statistics it saw.
+
+    Example (a momentum teacher, both views of one iteration)::
+
+        with momentum_statistics(target, alpha=0.5):
+            z1, z2 = target(x1), target(x2)
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"momentum BN alpha must be in [0, 1], got {alpha}")
+    layers = [m for m in module.modules() if isinstance(m, _SlimBatchNorm)]
+    if not layers:
+        raise ValueError("momentum BN: the module has no slimmable BatchNorm layer to apply it to")
+    for layer in layers:
+        layer.momentum_stats = _MomentumStats(alpha, layer.width)
+    try:
+        yield
+        for layer in layers:
+            layer._commit_momentum_stats()
+    finally:
+        for layer in layers:
+            layer.momentum_stats = None
 
 
 class SlimBatchNorm2d(_SlimBatchNorm):

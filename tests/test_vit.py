@@ -11,9 +11,9 @@ import torchvision
 import slimssl.export.vit  # noqa: F401  (registers the plain twin and extractor)
 from slimssl.export.extract import extract_subnet
 from slimssl.export.io import load_subnet, save_subnet
-from slimssl.export.torchscript import export_program
+from slimssl.export.torchscript import export_program, script_subnet
 from slimssl.models.registry import list_models
-from slimssl.models.vit import vit_small, vit_tiny
+from slimssl.models.vit import resample_pos_embed, vit_small, vit_tiny
 from slimssl.nn import SlimLayerNorm, SlimLinear, SubnetSpec
 
 
@@ -159,3 +159,113 @@ def test_bad_width_and_norm_errors() -> None:
 
 def test_registered() -> None:
     assert {"vit_tiny", "vit_small"} <= set(list_models())
+
+
+# --- position-embedding interpolation for other input sizes ------------------------------------
+
+def _keys(t: float, a: float = -0.5) -> float:
+    """Keys' cubic convolution kernel (Keys 1981, Eq. 15); a = -0.5 is PIL's / antialiased."""
+    t = abs(t)
+    if t < 1:
+        return ((a + 2) * t - (a + 3)) * t * t + 1
+    if t < 2:
+        return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return 0.0
+
+
+def _hand_resample_1d(values: list[float], out_len: int) -> list[float]:
+    """Antialiased bicubic resize of one line, written from the definition (PIL's resize):
+    output i is centred at source coordinate ``c = (i + 0.5) * n / m`` (pixel centres at
+    ``j + 0.5``); the kernel is stretched by ``s = max(1, n / m)`` (so downscaling averages),
+    ``w_j = keys((j + 0.5 - c) / s)`` over the source pixels with ``|j + 0.5 - c| < 2 s``, and the
+    weights are normalised to sum to one (pixels outside the grid are simply left out)."""
+    n, m = len(values), out_len
+    scale = max(1.0, n / m)
+    out = []
+    for i in range(m):
+        c = (i + 0.5) * n / m
+        weights = {j: _keys((j + 0.5 - c) / scale) for j in range(n)
+                   if abs(j + 0.5 - c) < 2 * scale}
+        total = sum(weights.values())
+        out.append(sum(w * values[j] for j, w in weights.items()) / total)
+    return out
+
+
+def _hand_resample_grid(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """(H, W) -> (rows, cols), separably: every column, then every row."""
+    h, w = grid.shape
+    cols_done = [_hand_resample_1d(grid[:, j].tolist(), rows) for j in range(w)]
+    by_row = [[cols_done[j][i] for j in range(w)] for i in range(rows)]
+    return torch.tensor([_hand_resample_1d(r, cols) for r in by_row])
+
+
+def test_resample_pos_embed_against_hand_values() -> None:
+    ramp = torch.arange(4.0).repeat(4, 1)  # value = column index on a 4x4 grid
+    g = torch.Generator().manual_seed(0)
+    rand = torch.randn(5, 5, generator=g)
+    cls = torch.tensor([[[7.0, -3.0]]])
+    pos = torch.cat([cls, torch.stack([ramp.flatten(), 10 * ramp.t().flatten()], -1)[None]], 1)
+    up = resample_pos_embed(pos, (4, 4), (8, 8))
+    assert up.shape == (1, 65, 2) and torch.equal(up[:, :1], cls)  # class token kept as it is
+    grid = up[0, 1:, 0].reshape(8, 8)
+    # interior: the kernel reproduces a linear ramp at source coordinate j / 2 - 1/4
+    assert torch.allclose(grid[:, 3:5], torch.tensor([1.25, 1.75]).expand(8, 2), atol=1e-6)
+    # border by hand: c = 0.25, pixels 0 and 1 at distances 0.25 and 1.25 (pixel -1 is outside):
+    # w0 = 1 - 2.125 * 0.25^2 = 0.8671875, w1 = -0.0703125 -> (0 * w0 + 1 * w1) / (w0 + w1)
+    assert grid[0, 0].item() == pytest.approx(-0.0703125 / 0.796875, abs=1e-6)
+    assert torch.allclose(up[0, 1:, 1].reshape(8, 8), 10 * grid.t(), atol=1e-5)  # per channel
+    # a random grid, up along rows and down along columns, against the written-out definition
+    pos = torch.cat([cls[..., :1], rand.flatten()[None, :, None]], 1)
+    out = resample_pos_embed(pos, (5, 5), (7, 3))[0, 1:, 0].reshape(7, 3)
+    assert torch.allclose(out, _hand_resample_grid(rand, 7, 3), atol=1e-5)
+    # the configured size is the identity (the very tensor, no resampling round-off)
+    assert resample_pos_embed(pos, (5, 5), (5, 5)) is pos
+    with pytest.raises(ValueError, match="grid tokens"):
+        resample_pos_embed(pos, (4, 4), (8, 8))
+
+
+def test_resample_pos_embed_matches_timm() -> None:
+    timm_layers = pytest.importorskip("timm.layers")
+    pos = torch.randn(1, 1 + 6 * 6, 16, generator=torch.Generator().manual_seed(1))
+    for new in ((9, 9), (4, 4), (6, 3)):
+        ref = timm_layers.resample_abs_pos_embed(pos, new, (6, 6), num_prefix_tokens=1)
+        assert _diff(resample_pos_embed(pos, (6, 6), new), ref) <= 1e-6
+
+
+def test_other_input_sizes_interpolate_in_model_and_export() -> None:
+    model = vit_tiny(widths=(1.0, 0.67), stem="cifar", patch_size=8, depth=2, num_classes=10)
+    _randomise(model, 5)
+    model.eval()
+    x48 = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(6))
+    wide = torch.randn(2, 3, 40, 56, generator=torch.Generator().manual_seed(7))
+    # the model at 48 px = the same weights configured for 48 px with the resampled embedding
+    big = vit_tiny(widths=(1.0, 0.67), stem="cifar", img_size=48, patch_size=8, depth=2,
+                   num_classes=10).eval()
+    state = dict(model.state_dict(), pos_embed=resample_pos_embed(model.pos_embed, (4, 4), (6, 6)))
+    big.load_state_dict(state)
+    with torch.no_grad():
+        for width in (1.0, 0.67):
+            assert _diff(model(x48, width), big(x48, width)) <= 1e-6
+            plain = extract_subnet(model, width)
+            assert _diff(model(x48, width), plain(x48)) <= 1e-5
+            assert _diff(model(wide, width), plain(wide)) <= 1e-5  # 5x7 grid, not square
+            assert _diff(script_subnet(plain)(wide), plain(wide)) <= 1e-5
+    with pytest.raises(RuntimeError, match="multiples of 8"):
+        model(torch.zeros(1, 3, 30, 32))
+    with pytest.raises(RuntimeError, match="multiples of 8"):
+        extract_subnet(model, 1.0)(torch.zeros(1, 3, 32, 36))
+
+
+def test_other_input_sizes_match_timm_dynamic_img_size() -> None:
+    """Independent reference: timm's ViT (``dynamic_img_size=True``) with the exported weights."""
+    timm = pytest.importorskip("timm")
+    model = vit_tiny(widths=(1.0, 0.67), stem="cifar", patch_size=8, depth=2, num_classes=10)
+    _randomise(model, 8)
+    plain = extract_subnet(model, 0.67)
+    ref = timm.models.vision_transformer.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=128, depth=2, num_heads=2, num_classes=10,
+        dynamic_img_size=True).eval()
+    ref.load_state_dict(plain.state_dict(), strict=True)
+    x = torch.randn(2, 3, 40, 56, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        assert _diff(ref(x), plain(x)) <= 1e-5

@@ -4,7 +4,9 @@ The plain model uses only standard layers (``nn.Conv2d``, ``nn.LayerNorm``, ``nn
 ``nn.GELU``) plus ``F.scaled_dot_product_attention``, with timm's module names
 (``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.i.{norm1,attn.qkv,attn.proj,norm2,
 mlp.fc1,mlp.fc2}``, ``norm``, ``head``). The slimmable model's separate q/k/v projections are
-fused into one ``qkv`` linear (rows ``[q; k; v]``) on export.
+fused into one ``qkv`` linear (rows ``[q; k; v]``) on export. Inputs of another size than
+``img_size`` resample the position embedding exactly as the slimmable model does
+(:func:`slimssl.models.vit.resample_pos_embed`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimssl.export.extract import register_extractor, register_plain
-from slimssl.models.vit import SlimVisionTransformer
+from slimssl.models.vit import SlimVisionTransformer, patch_grid, resample_pos_embed
 from slimssl.nn.spec import SubnetSpec
 
 __all__ = ["PlainVisionTransformer"]
@@ -77,7 +79,8 @@ class PlainVisionTransformer(nn.Module):
     """A class-token ViT (Dosovitskiy et al. 2021) of explicit size.
 
     Args:
-        img_size, patch_size: fixed input resolution and patch size.
+        img_size, patch_size: configured input resolution (other sizes, multiples of the
+            patch size, resample the position embedding) and patch size.
         embed_dim, depth, num_heads, mlp_hidden: the (exported) model's sizes.
         num_classes: 0 for a feature extractor (class token features).
         eps: LayerNorm epsilon (1e-6, as timm/DeiT).
@@ -94,7 +97,9 @@ class PlainVisionTransformer(nn.Module):
             "depth": depth, "num_heads": num_heads, "mlp_hidden": mlp_hidden,
             "num_classes": num_classes, "eps": eps}
         self.num_classes, self.num_features = num_classes, embed_dim
-        num_patches = (img_size // patch_size) ** 2
+        self.img_size, self.patch_size = img_size, patch_size
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        num_patches = self.grid_size[0] * self.grid_size[1]
         self.patch_embed = PlainPatchEmbed(patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
@@ -109,9 +114,10 @@ class PlainVisionTransformer(nn.Module):
         return cls(**config)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        grid = patch_grid(x.shape[-2], x.shape[-1], self.patch_size, self.img_size)
         x = self.patch_embed(x)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed
+        x = torch.cat([cls, x], dim=1) + resample_pos_embed(self.pos_embed, self.grid_size, grid)
         return self.norm(self.blocks(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

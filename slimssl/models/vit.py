@@ -24,6 +24,13 @@ no-op for ViTs.
 
 Depth elasticity (optional, ``depth_elastic=True``): ``SubnetSpec(w, (d,))`` keeps the first ``d``
 blocks (one "stage"), as Once-for-All keeps leading blocks.
+
+Inputs of another size than the configured ``img_size`` (any height and width that are multiples
+of the patch size) get the position embedding resampled to their patch grid by
+:func:`resample_pos_embed`: the class token's embedding is kept, the grid's is interpolated
+bicubically, as DeiT (Touvron et al. 2021, Sec. 5.5 "Fine-tuning at different resolution": bicubic
+rather than bilinear, which shrinks the vectors' norm) and timm's
+``resample_abs_pos_embed`` do. At the configured size the embedding is used as it is.
 """
 
 from __future__ import annotations
@@ -41,9 +48,49 @@ from slimssl.nn.spec import SubnetSpec, as_spec, channels_at
 from slimssl.nn.switch import SlimmableModel
 
 __all__ = ["SlimAttention", "SlimMlp", "SlimPatchEmbed", "SlimVisionTransformer", "SlimViTBlock",
-           "vit_small", "vit_tiny"]
+           "patch_grid", "resample_pos_embed", "vit_small", "vit_tiny"]
 
 Stem = Literal["imagenet", "cifar"]
+
+
+def patch_grid(height: int, width: int, patch_size: int, img_size: int) -> tuple[int, int]:
+    """Patch grid (rows, columns) of a ``height x width`` input; a clear error if the sides are
+    not multiples of the patch size."""
+    if height % patch_size or width % patch_size:
+        raise RuntimeError(
+            f"this ViT cuts {patch_size}x{patch_size} patches, so image sides must be multiples "
+            f"of {patch_size} (configured {img_size}x{img_size}; other sizes interpolate the "
+            f"position embedding), got {height}x{width}: resize or crop the images")
+    return height // patch_size, width // patch_size
+
+
+def resample_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int],
+                       new_grid: tuple[int, int], num_prefix_tokens: int = 1,
+                       antialias: bool = True) -> torch.Tensor:
+    """Position embedding ``(1, prefix + H*W, D)`` of an ``old_grid`` patch grid, resampled to
+    ``new_grid``: prefix (class) tokens unchanged, the grid interpolated per channel.
+
+    Interpolation: bicubic, ``align_corners=False``, in float32, and ``antialias=True`` by
+    default: the defaults of timm's ``resample_abs_pos_embed``, which timm's ViT applies to
+    inputs of another size (``dynamic_img_size``). With ``antialias=True`` PyTorch's bicubic is
+    the Keys kernel with a = -0.5 over a support widened by the downscaling factor, weights
+    normalised over the pixels inside the grid (PIL's resize); DeiT's checkpoint resizing for
+    fine-tuning at 384 px (Touvron et al. 2021, Sec. 5.5) called ``F.interpolate`` without
+    antialiasing (a = -0.75, clamped borders): pass ``antialias=False`` for that. At
+    ``new_grid == old_grid`` the input is returned as it is.
+    """
+    if tuple(new_grid) == tuple(old_grid):
+        return pos_embed
+    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    if grid.shape[1] != old_grid[0] * old_grid[1]:
+        raise ValueError(f"position embedding has {grid.shape[1]} grid tokens, not "
+                         f"{old_grid[0]}x{old_grid[1]}")
+    dim = grid.shape[-1]
+    image = grid.float().reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
+    image = F.interpolate(image, size=(new_grid[0], new_grid[1]), mode="bicubic",
+                          align_corners=False, antialias=antialias)
+    grid = image.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim)
+    return torch.cat([prefix, grid.to(pos_embed.dtype)], dim=1)
 
 
 class SlimPatchEmbed(nn.Module):
@@ -54,14 +101,17 @@ class SlimPatchEmbed(nn.Module):
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
         self.img_size, self.patch_size = img_size, patch_size
-        self.num_patches = (img_size // patch_size) ** 2
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.proj = SlimConv2d(3, embed_dim, patch_size, patch_size, bias=True, slim_in=False,
                                divisor=divisor)
 
+    def grid(self, x: torch.Tensor) -> tuple[int, int]:
+        """Patch grid of input ``x`` (checked: sides multiples of the patch size)."""
+        return patch_grid(x.shape[-2], x.shape[-1], self.patch_size, self.img_size)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (self.img_size, self.img_size):
-            raise RuntimeError(f"this ViT takes {self.img_size}x{self.img_size} images (its "
-                               f"position embedding is fixed), got {tuple(x.shape[-2:])}")
+        self.grid(x)
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
@@ -122,7 +172,8 @@ class SlimVisionTransformer(SlimmableModel):
     Args:
         widths / norm / width_range: the family (``norm`` only selects how widths are validated,
             see the module docstring).
-        img_size, patch_size: input resolution (fixed) and patch size.
+        img_size, patch_size: configured input resolution (the position embedding's grid; other
+            sizes resample it, see :func:`resample_pos_embed`) and patch size.
         embed_dim, depth, num_heads: full-size model; ``embed_dim / num_heads`` is the head
             dimension kept at every width.
         mlp_ratio: integer MLP expansion (4).
@@ -202,9 +253,11 @@ class SlimVisionTransformer(SlimmableModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> normalised tokens (N, 1 + patches, dim), class token first."""
         dim = self.dim_at()
+        grid = self.patch_embed.grid(x)
         x = self.patch_embed(x)
         cls = self.cls_token[:, :, :dim].expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed[:, :, :dim]
+        pos = resample_pos_embed(self.pos_embed[:, :, :dim], self.patch_embed.grid_size, grid)
+        x = torch.cat([cls, x], dim=1) + pos
         for block in self.blocks[: self.active_depth()]:
             x = block(x)
         return self.norm(x)

@@ -8,6 +8,7 @@ the batch is then augmented on the target device by :mod:`slimssl.data.views`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -26,6 +27,8 @@ class TensorBatchLoader:
     every ``world_size``-th item (padded by wrap-around so every rank has the same number of
     batches, as DistributedSampler does). Call :meth:`set_epoch` before each epoch.
     """
+
+    _start = 0
 
     def __init__(
         self,
@@ -57,9 +60,10 @@ class TensorBatchLoader:
                 f"{batch_size} per rank; lower batch_size or pass drop_last=False"
             )
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of ``epoch`` (same on every rank)."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the permutation of ``epoch`` (same on every rank); iteration begins at batch
+        ``start_batch`` of it (a resumed run: the earlier batches are never gathered)."""
+        self.epoch, self._start = epoch, _check_start(start_batch, len(self))
 
     def _per_rank(self) -> int:
         return -(-len(self.dataset) // self.world_size)
@@ -83,7 +87,7 @@ class TensorBatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         idx = self._indices()
         images, labels = self.dataset.images, self.dataset.labels
-        for b in range(len(self)):
+        for b in range(self._start, len(self)):
             sel = idx[b * self.batch_size : (b + 1) * self.batch_size]
             x = images[sel]
             y = None if labels is None else labels[sel]
@@ -91,6 +95,24 @@ class TensorBatchLoader:
                 x = x.pin_memory().to(self.device, non_blocking=True)
                 y = None if y is None else y.to(self.device, non_blocking=True)
             yield x, y
+
+
+def _check_start(start_batch: int, num_batches: int) -> int:
+    if not 0 <= start_batch <= num_batches:
+        raise DataError(f"start_batch {start_batch} outside this epoch's {num_batches} batches")
+    return start_batch
+
+
+class _SkippingSampler(torch.utils.data.DistributedSampler):
+    """DistributedSampler that leaves out the first ``skip`` indices of its epoch's order."""
+
+    skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.skip, None)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
 
 
 class StreamingBatchLoader:
@@ -110,7 +132,8 @@ class StreamingBatchLoader:
     ) -> None:
         self.dataset = dataset
         self.device = torch.device(device) if device is not None else None
-        self.sampler = torch.utils.data.DistributedSampler(
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.sampler = _SkippingSampler(
             dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
         )
         self.loader = torch.utils.data.DataLoader(
@@ -123,11 +146,16 @@ class StreamingBatchLoader:
             persistent_workers=num_workers > 0,
         )
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.sampler.skip = _check_start(start_batch, len(self)) * self.batch_size
+        """As :meth:`TensorBatchLoader.set_epoch`: the skipped batches' files are never
+        decoded (the sampler drops their indices)."""
         self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        """Batches in a whole epoch (also while :meth:`set_epoch` skips some)."""
+        n = self.sampler.num_samples
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         unlabeled = self.dataset.labels is None

@@ -440,11 +440,11 @@ class Trainer:
         batch = cfg.data.batch_size * self.dist.world_size
         epoch_losses: list[float] = []
         while st.epoch < cfg.train.epochs:
-            self.loader.set_epoch(st.epoch)
+            # resumed mid-epoch: the loader starts at the first untrained batch (the order is a
+            # function of seed and epoch alone), without reading the trained ones
+            self.loader.set_epoch(st.epoch, start_batch=st.step_in_epoch)
             t0 = time.perf_counter()
-            for i, (images, labels) in enumerate(self.loader):
-                if i < st.step_in_epoch:
-                    continue  # resumed mid-epoch: this batch was already trained on
+            for i, (images, labels) in enumerate(self.loader, start=st.step_in_epoch):
                 logs = self._step(images, st.epoch + i / self.steps_per_epoch, labels)
                 st.global_step += 1
                 st.step_in_epoch = i + 1

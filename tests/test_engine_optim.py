@@ -89,3 +89,47 @@ def test_lars_state_dict_roundtrip():
     opt2 = build_optimizer(m, "lars", lr=0.1, weight_decay=1e-6)
     opt2.load_state_dict(opt.state_dict())
     assert torch.equal(opt2.state[m.weight]["momentum_buffer"], opt.state[m.weight]["momentum_buffer"])
+
+
+def test_fixed_lr_groups_keep_the_base_rate_while_the_others_follow_the_cosine(tmp_path):
+    # SimSiam's predictor at a constant lr (Sec. 4.2 / Table 1c): one tiny trainer, 4 steps
+    from slimssl.engine.config import Config, ConfigError
+    from slimssl.engine.trainer import Trainer
+    from slimssl.schedule import cosine_lr
+
+    cfg = Config.from_dict(dict(
+        data=dict(path="synthetic", image_size=8, batch_size=8, num_workers=0, views="byol_cifar",
+                  train_fraction=0.0625),                     # ~32 images: 3-4 steps per epoch
+        model=dict(arch="resnet10_narrow", widths=[1.0, 0.5]),
+        method=dict(name="simsiam", proj_hidden=8, proj_dim=8, pred_hidden=4),
+        recipe=dict(name="snet", num_sampled=2),
+        optim=dict(name="sgd", lr=0.4, lr_scaling="linear", warmup_epochs=1.0),
+        train=dict(epochs=2, device="cpu", tensorboard=False, log_every=1)))
+    assert cfg.method.fix_pred_lr is True                  # resolved default for simsiam
+    trainer = Trainer(cfg, tmp_path, progress="off")
+    pred = {id(p) for p in trainer.method.online.predictor.parameters()}
+    groups = trainer.optimizer.param_groups
+    fixed = [g for g in groups if g.get("fixed_lr")]
+    assert {id(p) for g in fixed for p in g["params"]} == pred
+    assert all(not any(id(p) in pred for p in g["params"]) for g in groups if g not in fixed)
+    base = 0.4 * 8 / 256                                     # linear scaling: 0.0125
+    images, _ = next(iter(trainer.loader))
+    warm, total = trainer.steps_per_epoch, trainer.total_steps   # 1 warm-up epoch of 2
+    seen = []
+    for step in range(total):
+        trainer.state.global_step = step
+        trainer.train_step(images, step / warm)
+        seen.append(([g["lr"] for g in groups if not g.get("fixed_lr")],
+                     [g["lr"] for g in fixed]))
+    for step, (scheduled, constant) in enumerate(seen):
+        # by hand: warm-up base * k / W for k < W, then base * (1 + cos(pi (k - W) / (T - W))) / 2
+        want = (base * step / warm if step < warm else
+                base * (1 + math.cos(math.pi * (step - warm) / (total - warm))) / 2)
+        assert want == pytest.approx(cosine_lr(step, total, base, warm))
+        assert scheduled == pytest.approx([want] * len(scheduled))
+        assert constant == pytest.approx([base] * len(constant))
+    assert Config.from_dict({"method": {"name": "byol"}}).method.fix_pred_lr is False
+    with pytest.raises(ConfigError, match="fix_pred_lr"):
+        from slimssl.engine.build import build_backbone, build_method
+        bad = Config.from_dict({"method": {"name": "mocov2", "fix_pred_lr": True}})
+        build_method(bad, build_backbone(bad))

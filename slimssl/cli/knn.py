@@ -1,4 +1,9 @@
-"""``slimssl knn RUN``: kNN-evaluate (and export) every member of a pre-trained run."""
+"""``slimssl knn RUN``: kNN-evaluate (and export) every member of a pre-trained run.
+
+Runs in one process or under ``torchrun`` (each rank extracts its share of the feature shards
+and scores its share of the queries; rank 0 exports and writes the table). Features are cached
+in ``RUN/features`` and reused; after the weights change, ``--refresh-features`` re-extracts.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,34 @@ import argparse
 def run(args: argparse.Namespace) -> int:
     from slimssl.cli.members import open_run
     from slimssl.cli.report import evaluate_and_export
+    from slimssl.dist import cleanup_distributed, init_distributed
 
     run_ = open_run(args.run, args.data)
-    evaluate_and_export(run_.cfg, run_.backbone, run_.directory,
-                        f"{run_.cfg.recipe.name}-{run_.cfg.method.name}")
+    if args.mode is not None:
+        run_.cfg.data.mode = args.mode
+    info = init_distributed(run_.cfg.train.device)
+    try:
+        evaluate_and_export(run_.cfg, run_.backbone.to(info.device), run_.directory,
+                            f"{run_.cfg.recipe.name}-{run_.cfg.method.name}",
+                            distributed=True, refresh_features=args.refresh_features)
+    finally:
+        cleanup_distributed()
     return 0
+
+
+def add_data_mode_argument(p: argparse.ArgumentParser) -> None:
+    """``--data-mode`` and ``--refresh-features``, shared by the evaluation commands."""
+    p.add_argument("--data-mode", dest="mode", choices=["auto", "memory", "stream"],
+                   help="decode the data into memory or stream it from disk with DataLoader "
+                        "workers (default: the run's data.mode; auto streams large folders)")
+    p.add_argument("--refresh-features", action="store_true",
+                   help="re-extract cached features (RUN/features) instead of refusing ones "
+                        "of other weights")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("knn", help="kNN-evaluate and export every member of a pre-trained run")
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
+    add_data_mode_argument(p)
     p.set_defaults(func=run)

@@ -14,7 +14,7 @@ from slimssl.data.cache import cache_key, cached_folder_dataset
 from slimssl.data.cifar import RestrictedUnpickler, cifar_variant, load_cifar
 from slimssl.data.decode import IMAGE_EXTENSIONS, decode_image, to_rgb
 from slimssl.data.digits import load_digits_splits
-from slimssl.data.dispatch import load_dataset
+from slimssl.data.dispatch import load_dataset, load_split
 from slimssl.data.errors import DataError, DataWarning
 from slimssl.data.folder import (
     DEFAULT_STREAM_THRESHOLD,
@@ -24,7 +24,8 @@ from slimssl.data.folder import (
     load_image_folder_in_memory,
     scan_folder,
 )
-from slimssl.data.loaders import StreamingBatchLoader, TensorBatchLoader, make_loader
+from slimssl.data.loaders import (StreamingBatchLoader, TensorBatchLoader, make_loader,
+                                  ordered_batches, prefetch_for_cap)
 from slimssl.data.subset import balanced_subset
 from slimssl.data.synthetic import make_synthetic
 from slimssl.data.tensor_dataset import ImageTensorDataset, channel_mean_std
@@ -63,12 +64,15 @@ __all__ = [
     "eval_transform",
     "load_cifar",
     "load_dataset",
+    "load_split",
     "load_digits_splits",
     "load_image_folder",
     "load_image_folder_in_memory",
     "make_loader",
     "make_synthetic",
     "make_views",
+    "ordered_batches",
+    "prefetch_for_cap",
     "scan_folder",
     "to_rgb",
 ]

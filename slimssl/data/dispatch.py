@@ -123,3 +123,13 @@ def load_dataset(
             "exists; arrange it as root/train/<class>/... and root/test/<class>/..."
         )
     return load_image_folder(root, **folder_kw)  # type: ignore[arg-type]
+
+
+def load_split(data, split: str, seed: int = 0) -> Dataset:
+    """``split`` of the dataset a run's ``data:`` config section names (``Config.data``: path,
+    image_size, mode, max_images_held, strict, cache_dir), so that pre-training and every
+    evaluation command load it the same way. ``mode: auto`` streams a folder with more than
+    ``max_images_held`` images (or over 8 GiB decoded); ``memory`` / ``stream`` force a path."""
+    return load_dataset(data.path, split, data.image_size, seed=seed, mode=data.mode,
+                        strict=data.strict, stream_threshold=data.max_images_held,
+                        cache_dir=data.cache_dir)

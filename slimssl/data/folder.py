@@ -258,6 +258,25 @@ class StreamingImageFolder(torch.utils.data.Dataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def subset(self, indices: torch.Tensor) -> "StreamingImageFolder":
+        """The files ``indices`` (e.g. a labelled 1% subset) as a new streamed dataset; chosen
+        from the file list and labels alone (no image is read), normalised with this
+        dataset's mean/std like :meth:`ImageTensorDataset.subset`."""
+        idx = torch.as_tensor(indices, dtype=torch.long).flatten().tolist()
+        index = FolderIndex(self.root, [self.files[i] for i in idx],
+                            None if self.labels is None else self.labels[idx].tolist(),
+                            list(self.classes))
+        return StreamingImageFolder(index, self.image_size, strict=self.strict,
+                                    stats_samples=self.stats_samples, mean=self.mean, std=self.std)
+
+    def to_memory(self, num_threads: int | None = None) -> ImageTensorDataset:
+        """Decode every file into an :class:`ImageTensorDataset` with this dataset's mean/std
+        (for a small subset of a large folder, e.g. the kNN monitor's bank)."""
+        images, kept = decode_files(self.files, self.image_size, self.strict, num_threads, self.root)
+        labels = None if self.labels is None else self.labels[kept]
+        return ImageTensorDataset(images=images, labels=labels, classes=list(self.classes),
+                                  mean=self.mean, std=self.std, source=self.source)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         n = len(self.files)
         for attempt in range(min(n, 16)):

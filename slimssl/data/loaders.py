@@ -116,7 +116,10 @@ class _SkippingSampler(torch.utils.data.DistributedSampler):
 
 
 class StreamingBatchLoader:
-    """DataLoader over a :class:`StreamingImageFolder` yielding ``(uint8, labels | None)``."""
+    """DataLoader over a :class:`StreamingImageFolder` yielding ``(uint8, labels | None)``.
+
+    ``max_images_held`` bounds the decoded images alive at once (see :func:`prefetch_for_cap`).
+    """
 
     def __init__(
         self,
@@ -129,6 +132,7 @@ class StreamingBatchLoader:
         world_size: int = 1,
         num_workers: int = 4,
         device: torch.device | str | None = None,
+        max_images_held: int | None = None,
     ) -> None:
         self.dataset = dataset
         self.device = torch.device(device) if device is not None else None
@@ -136,15 +140,8 @@ class StreamingBatchLoader:
         self.sampler = _SkippingSampler(
             dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
         )
-        self.loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=self.sampler,
-            drop_last=drop_last,
-            num_workers=num_workers,
-            pin_memory=self.device is not None and self.device.type == "cuda",
-            persistent_workers=num_workers > 0,
-        )
+        self.loader = _bounded_loader(dataset, batch_size, num_workers, max_images_held,
+                                      self.device, sampler=self.sampler, drop_last=drop_last)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.sampler.skip = _check_start(start_batch, len(self)) * self.batch_size
@@ -176,12 +173,92 @@ def make_loader(
     world_size: int = 1,
     num_workers: int = 4,
     device: torch.device | str | None = None,
+    max_images_held: int | None = None,
 ) -> TensorBatchLoader | StreamingBatchLoader:
-    """The right batch loader for ``dataset``; both have ``set_epoch`` and ``__len__``."""
+    """The right batch loader for ``dataset``; both have ``set_epoch`` and ``__len__``.
+
+    Both draw the same order for one process (``randperm(N)`` seeded with ``seed + epoch``), so
+    a folder gives the same batches streamed or in memory."""
     if isinstance(dataset, ImageTensorDataset):
         return TensorBatchLoader(dataset, batch_size, shuffle, drop_last, seed, rank, world_size, device)
     if isinstance(dataset, StreamingImageFolder):
         return StreamingBatchLoader(
-            dataset, batch_size, shuffle, drop_last, seed, rank, world_size, num_workers, device
+            dataset, batch_size, shuffle, drop_last, seed, rank, world_size, num_workers, device,
+            max_images_held,
         )
     raise DataError(f"make_loader needs an ImageTensorDataset or StreamingImageFolder, got {type(dataset).__name__}")
+
+
+#: DataLoader's own default number of batches each worker prepares ahead.
+DEFAULT_PREFETCH = 2
+
+
+def prefetch_for_cap(batch_size: int, num_workers: int, max_images_held: int | None) -> int:
+    """Batches each worker may prepare ahead so that at most ``max_images_held`` decoded images
+    are alive: ``batch_size * (num_workers * prefetch + 2)`` -- the queued batches, the batch
+    being used and the next one arriving. Raises :class:`DataError` when even one batch ahead
+    per worker does not fit."""
+    if max_images_held is None:
+        return DEFAULT_PREFETCH
+    if num_workers == 0:
+        need = 2 * batch_size
+        if need > max_images_held:
+            raise DataError(
+                f"data.max_images_held={max_images_held} is below two batches of {batch_size} "
+                f"(the batch in use and the next); raise it to at least {need} or lower the batch")
+        return 0
+    spare = max_images_held // batch_size - 2
+    if spare < num_workers:
+        need = batch_size * (num_workers + 2)
+        raise DataError(
+            f"data.max_images_held={max_images_held} cannot hold one batch of {batch_size} per "
+            f"worker ({num_workers} workers) plus two in use: raise it to at least {need}, or "
+            "lower data.num_workers or the batch size")
+    return min(DEFAULT_PREFETCH, spare // num_workers)
+
+
+def _bounded_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int,
+                    max_images_held: int | None, device: torch.device | None,
+                    sampler=None, drop_last: bool = False) -> torch.utils.data.DataLoader:
+    prefetch = prefetch_for_cap(batch_size, num_workers, max_images_held)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        prefetch_factor=prefetch if num_workers > 0 else None,
+        pin_memory=device is not None and device.type == "cuda",
+        persistent_workers=num_workers > 0 and sampler is not None,  # epochs reuse them
+    )
+
+
+def ordered_batches(
+    dataset: ImageTensorDataset | StreamingImageFolder,
+    indices: torch.Tensor | None,
+    batch_size: int,
+    num_workers: int = 4,
+    max_images_held: int | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(uint8 images, labels)`` of ``dataset[indices]`` (default: all) in that order, batch by
+    batch, for feature extraction and BN recalibration. In-memory datasets are sliced; folders
+    are decoded by ``num_workers`` workers with at most ``max_images_held`` decoded images
+    alive (:func:`prefetch_for_cap`). Labels are ``-1`` for unlabeled data."""
+    idx = torch.arange(len(dataset)) if indices is None else torch.as_tensor(indices).long()
+    if isinstance(dataset, ImageTensorDataset):
+        labels = dataset.labels if dataset.labels is not None else torch.full((len(dataset),), -1)
+        for start in range(0, idx.numel(), batch_size):
+            sel = idx[start:start + batch_size]
+            yield dataset.images[sel], labels[sel]
+        return
+    if not isinstance(dataset, StreamingImageFolder):
+        raise DataError(f"ordered_batches needs an ImageTensorDataset or StreamingImageFolder, got "
+                        f"{type(dataset).__name__}")
+    if idx.numel() == 0:
+        return
+    subset = torch.utils.data.Subset(dataset, idx.tolist())
+    workers = min(num_workers, max(0, -(-idx.numel() // batch_size) - 1))  # no idle workers
+    loader = _bounded_loader(subset, batch_size, workers, max_images_held, None)
+    for x, y in loader:
+        yield x, y

@@ -86,6 +86,10 @@ class ImageTensorDataset(torch.utils.data.Dataset):
         """Number of classes (0 for unlabeled data)."""
         return len(self.classes)
 
+    def to_memory(self) -> "ImageTensorDataset":
+        """Itself (already in memory); see :meth:`StreamingImageFolder.to_memory`."""
+        return self
+
     def subset(self, indices: torch.Tensor, keep_stats: bool = True) -> "ImageTensorDataset":
         """New dataset with the rows ``indices``.
 

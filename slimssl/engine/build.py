@@ -60,11 +60,13 @@ def _build_method(cfg: Config, backbone: SlimmableModel) -> SSLMethod:
 
 def build_method(cfg: Config, backbone: SlimmableModel) -> SSLMethod:
     method = _build_method(cfg, backbone)
-    if cfg.method.momentum_bn:
-        try:
-            method.use_momentum_bn()
-        except ValueError as err:
-            raise ConfigError(f"config key 'method.momentum_bn': {err}; set it to false") from None
+    for key, enable in (("momentum_bn", method.use_momentum_bn),
+                        ("fix_pred_lr", method.use_fixed_predictor_lr)):
+        if getattr(cfg.method, key):
+            try:
+                enable()
+            except ValueError as err:
+                raise ConfigError(f"config key 'method.{key}': {err}; set it to false") from None
     return method
 
 

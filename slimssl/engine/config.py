@@ -83,6 +83,13 @@ class DataConfig:
     num_workers: int = 4
     strict: bool = False
     cache_dir: Optional[str] = None
+    # auto: a folder is decoded into memory unless it has more than max_images_held images
+    # (or over 8 GiB decoded), else streamed by DataLoader workers; memory / stream force one
+    # path, for pre-training and every evaluation command
+    mode: str = choice("auto", "auto", "memory", "stream")
+    # most decoded images a streamed loader holds at once (its workers' queues and the batches
+    # in use; a configuration that cannot stay under it is an error naming the fix)
+    max_images_held: int = 100_000
 
 
 @dataclass
@@ -115,6 +122,9 @@ class MethodConfig:
     # momentum BN in the momentum target (DSPNet Sec. 5.1.1 -> Momentum^2 Teacher): the target's
     # BatchNorms blend batch and their own running statistics, alpha 1 -> 0 by cosine
     momentum_bn: bool = False
+    # the predictor keeps the base learning rate (no warm-up, no cosine): SimSiam Sec. 4.2 /
+    # Table 1c and its released --fix-pred-lr; None = on for simsiam, off otherwise
+    fix_pred_lr: Optional[bool] = None
     # simclr_momentum (US3L): sub-networks distil the momentum teacher through an auxiliary
     # head (distill_head) with a cosine loss (the adopted configuration: the slides' second
     # ablation table's baseline row equals Table 1 case 13, "MSE" distillation + auxiliary
@@ -369,7 +379,8 @@ def _validate_ranges(cfg: Config) -> None:
         raise ConfigError("config keys 'optim.lr_change_epoch' and 'optim.lr_change_to' must be set together")
     for key, v in [("train.epochs", cfg.train.epochs), ("data.batch_size", cfg.data.batch_size),
                    ("method.bn_splits", cfg.method.bn_splits),
-                   ("train.keep_checkpoints", cfg.train.keep_checkpoints)]:
+                   ("train.keep_checkpoints", cfg.train.keep_checkpoints),
+                   ("data.max_images_held", cfg.data.max_images_held)]:
         if v < 1:
             raise ConfigError(f"config key '{key}': must be >= 1, got {v}")
     for key, v in [("eval.knn_every_epochs", cfg.eval.knn_every_epochs),
@@ -424,6 +435,8 @@ def _resolve_defaults(cfg: Config) -> None:
     """Fill settings whose default depends on another key (the saved config shows the value)."""
     if cfg.recipe.update_mode is None:
         cfg.recipe.update_mode = "accumulate" if cfg.recipe.name == "dspnet" else "sum"
+    if cfg.method.fix_pred_lr is None:
+        cfg.method.fix_pred_lr = cfg.method.name == "simsiam"
 
 
 # --------------------------------------------------------------------------------------------

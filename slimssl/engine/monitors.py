@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from slimssl.data import ImageTensorDataset, balanced_subset, load_dataset
+from slimssl.data import ImageTensorDataset, balanced_subset, load_split
 from slimssl.data.errors import DataError
 from slimssl.diagnostics import (SnapshotStore, flat_grad, grad_norm_ratios, last_linear,
                                  shared_layers)
@@ -142,25 +142,25 @@ class KnnMonitor(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         cfg, train = trainer.cfg, trainer.train_set
         reason = None
-        if not isinstance(train, ImageTensorDataset) or train.labels is None:
-            reason = "the training set is not a labelled in-memory dataset"
+        if train.labels is None:
+            reason = "the training set has no labels"
         else:
             try:
-                test = load_dataset(cfg.data.path, "test", cfg.data.image_size, seed=cfg.train.seed,
-                                    cache_dir=cfg.data.cache_dir)
+                test = load_split(cfg.data, "test", cfg.train.seed)
             except DataError:
                 test = None
-            if not isinstance(test, ImageTensorDataset) or test.labels is None:
+            if test is None or test.labels is None:
                 reason = "the data has no labelled held-out split"
         if reason is not None:
             if is_main():
                 print(f"kNN monitor off: {reason}")
             return
         seed = cfg.train.seed
+        # a streamed (ImageNet-size) split decodes only the chosen images
         self.bank = train.subset(balanced_subset(
-            train.labels, count=min(self.bank_size, len(train)), seed=seed))
+            train.labels, count=min(self.bank_size, len(train)), seed=seed)).to_memory()
         self.queries = test.subset(balanced_subset(
-            test.labels, count=min(self.query_size, len(test)), seed=seed + 1))
+            test.labels, count=min(self.query_size, len(test)), seed=seed + 1)).to_memory()
         self.specs = trainer.method.online.backbone.family()
 
     def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from slimssl.data import ImageTensorDataset, balanced_subset, load_dataset, make_loader, make_views
+from slimssl.data import balanced_subset, load_split, make_loader, make_views
 from slimssl.data.subset import load_subset
 from slimssl.dist import DistInfo, get_world_size, init_distributed, is_dist, is_main
 from slimssl.engine.build import build_backbone, build_method, build_recipe
@@ -49,7 +49,7 @@ from slimssl.engine.rundir import prepare_run_dir
 from slimssl.engine.schedule import build_lr_schedule
 from slimssl.engine.seeding import derive_seed, seed_everything
 from slimssl.methods.base import SubnetOutput
-from slimssl.schedule import momentum_schedule, set_lr
+from slimssl.schedule import momentum_schedule, scaled_lr, set_lr
 
 
 class Callback:
@@ -189,13 +189,8 @@ class Trainer:
         d = cfg.data
         if resume is None and is_main():
             _refuse_to_overwrite(self.run_dir)
-        self.train_set = load_dataset(d.path, "train", d.image_size, seed=cfg.train.seed,
-                                      strict=d.strict, cache_dir=d.cache_dir)
+        self.train_set = load_split(d, "train", cfg.train.seed)
         if d.train_fraction < 1.0 or d.subset_file is not None:
-            if not isinstance(self.train_set, ImageTensorDataset):
-                raise ConfigError("data.train_fraction / data.subset_file need an in-memory "
-                                  "dataset; this folder streams from disk: make a smaller folder "
-                                  "instead")
             keep = (load_subset(d.subset_file) if d.subset_file is not None else
                     balanced_subset(self.train_set.labels, fraction=d.train_fraction,
                                     seed=cfg.train.seed, num_samples=len(self.train_set)))
@@ -203,7 +198,7 @@ class Trainer:
         self.loader = make_loader(self.train_set, d.batch_size, shuffle=True, drop_last=True,
                                   seed=cfg.train.seed, rank=self.dist.rank,
                                   world_size=self.dist.world_size, num_workers=d.num_workers,
-                                  device=self.device)
+                                  device=self.device, max_images_held=d.max_images_held)
         self.views = make_views(d.views, d.image_size, self.train_set.mean, self.train_set.std)
         self.aug_generator = torch.Generator(device=self.device)
         self.aug_generator.manual_seed(derive_seed(cfg.train.seed, self.dist.rank, 7))
@@ -213,11 +208,15 @@ class Trainer:
         if cfg.train.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.recipe = build_recipe(cfg, self.backbone)
-        self.optimizer = build_optimizer(self.method.online, cfg.optim.name, cfg.optim.lr,
-                                         cfg.optim.weight_decay, cfg.optim.momentum)
+        global_batch = d.batch_size * self.dist.world_size
+        # the scaled base rate: the initial value of the scheduled groups and the constant one
+        # of fixed-rate groups (SimSiam's predictor)
+        base_lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_scaling)
+        self.optimizer = build_optimizer(self.method.online, cfg.optim.name, base_lr,
+                                         cfg.optim.weight_decay, cfg.optim.momentum,
+                                         fixed_lr_params=self.method.fixed_lr_parameters())
         self.steps_per_epoch = len(self.loader)
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
-        global_batch = d.batch_size * self.dist.world_size
         self.lr_at = build_lr_schedule(cfg.optim, global_batch, self.steps_per_epoch,
                                        cfg.train.epochs)
         amp = cfg.train.amp if self.device.type == "cuda" else "none"

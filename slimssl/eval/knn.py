@@ -23,15 +23,18 @@ vote go to the lowest class index (``torch.argmax`` returns the first maximum).
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["knn_predict", "knn_accuracy", "default_chunk"]
+__all__ = ["knn_predict", "knn_accuracy", "knn_correct", "default_chunk"]
 
 # Elements of one similarity chunk: 2**25 float32 = 128 MiB.
 _CHUNK_ELEMENTS = 1 << 25
+
+#: A re-iterable bank: each call yields ``(features, labels)`` shards.
+BankShards = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
 
 def default_chunk(num_bank: int, max_elements: int = _CHUNK_ELEMENTS) -> int:
@@ -39,9 +42,7 @@ def default_chunk(num_bank: int, max_elements: int = _CHUNK_ELEMENTS) -> int:
     return max(1, max_elements // max(1, num_bank))
 
 
-def _prepare(
-    train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _check(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor) -> None:
     if train_feats.ndim != 2 or test_feats.ndim != 2:
         raise ValueError("features must be 2-D (N, C)")
     if train_feats.shape[1] != test_feats.shape[1]:
@@ -50,38 +51,42 @@ def _prepare(
         )
     if train_labels.shape[0] != train_feats.shape[0]:
         raise ValueError("train_labels must have one label per train feature")
-    bank = F.normalize(train_feats.float(), dim=1)
-    labels = train_labels.to(device=bank.device, dtype=torch.long)
-    query = test_feats.float()
-    return bank, labels, query
 
 
-def _topk_chunks(
-    bank: torch.Tensor, query: torch.Tensor, k: int, chunk: int | None
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Yield ``(start, sims, idx)`` per query chunk; sims/idx are sorted descending."""
-    n_bank = bank.shape[0]
-    k = min(k, n_bank)
-    step = chunk if chunk is not None else default_chunk(n_bank)
-    if step < 1:
-        raise ValueError("chunk must be >= 1")
-    for start in range(0, query.shape[0], step):
-        q = F.normalize(query[start : start + step].to(bank.device), dim=1)
-        sim = q @ bank.T  # (chunk, N_bank): the only large temporary
-        sims, idx = sim.topk(k, dim=1, largest=True, sorted=True)
+def _nearest(query: torch.Tensor, bank: BankShards, k: int, device: torch.device
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Similarities ``(rows, k')`` (sorted, descending) and labels of the ``k`` nearest bank
+    points of each query row, ``k' = min(k, bank size)``. The bank comes shard by shard and the
+    running top-k is merged with each shard's top-k, so only ``rows x shard`` similarities
+    exist at once; one shard gives exactly a single ``topk`` over the whole bank."""
+    q = F.normalize(query.float().to(device), dim=1)
+    best_s = q.new_empty(q.shape[0], 0)
+    best_y = torch.empty(q.shape[0], 0, dtype=torch.long, device=device)
+    for feats, labels in bank():
+        if feats.shape[1] != q.shape[1]:
+            raise ValueError(f"feature dims differ: bank {feats.shape[1]} vs query {q.shape[1]}")
+        b = F.normalize(feats.float().to(device), dim=1)
+        sim = q @ b.T  # (rows, shard): the only large temporary
+        top_s, top_i = sim.topk(min(k, sim.shape[1]), dim=1, largest=True, sorted=True)
         del sim
-        yield start, sims, idx
+        cand_s = torch.cat([best_s, top_s], 1)
+        cand_y = torch.cat([best_y, labels.to(device=device, dtype=torch.long)[top_i]], 1)
+        best_s, pick = cand_s.topk(min(k, cand_s.shape[1]), dim=1, largest=True, sorted=True)
+        best_y = cand_y.gather(1, pick)
+    return best_s, best_y
 
 
-def _vote(
-    sims: torch.Tensor, idx: torch.Tensor, labels: torch.Tensor, num_classes: int, t: float
-) -> torch.Tensor:
+def _vote(sims: torch.Tensor, neigh_labels: torch.Tensor, num_classes: int, t: float
+          ) -> torch.Tensor:
     """Sum ``exp(sim / t)`` of the neighbours per class -> (rows, num_classes)."""
     weights = torch.exp(sims / t)
-    neigh_labels = labels[idx]
     scores = torch.zeros(sims.shape[0], num_classes, device=sims.device, dtype=weights.dtype)
     scores.scatter_add_(1, neigh_labels, weights)
     return scores
+
+
+def _one_shard(feats: torch.Tensor, labels: torch.Tensor) -> BankShards:
+    return lambda: [(feats, labels)]
 
 
 @torch.no_grad()
@@ -103,11 +108,49 @@ def knn_predict(
     """
     if k < 1:
         raise ValueError("k must be >= 1")
-    bank, labels, query = _prepare(train_feats, train_labels, test_feats)
-    out = torch.empty(query.shape[0], num_classes, dtype=torch.float32)
-    for start, sims, idx in _topk_chunks(bank, query, k, chunk):
-        out[start : start + sims.shape[0]] = _vote(sims, idx, labels, num_classes, t).cpu()
+    _check(train_feats, train_labels, test_feats)
+    step = chunk if chunk is not None else default_chunk(train_feats.shape[0])
+    if step < 1:
+        raise ValueError("chunk must be >= 1")
+    bank = _one_shard(train_feats, train_labels)
+    out = torch.empty(test_feats.shape[0], num_classes, dtype=torch.float32)
+    for start in range(0, test_feats.shape[0], step):
+        sims, ys = _nearest(test_feats[start:start + step], bank, k, train_feats.device)
+        out[start:start + sims.shape[0]] = _vote(sims, ys, num_classes, t).cpu()
     return out
+
+
+@torch.no_grad()
+def knn_correct(
+    bank: BankShards,
+    queries: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    num_classes: int,
+    ks: Sequence[int] = (200, 20),
+    t: float = 0.1,
+    device: torch.device | str = "cpu",
+) -> tuple[dict[int, int], int]:
+    """Correct predictions per ``k`` and the number of queries, for a bank given shard by shard
+    (``bank()`` re-iterable, e.g. feature shards on disk) and query blocks ``(features,
+    labels)``: the memory used is one query block times one bank shard, whatever the size of
+    the dataset. The top-k search is done once for ``max(ks)``; the neighbours come back sorted,
+    so the first ``k`` columns are the ``k`` nearest for any smaller ``k`` (up to ties)."""
+    if not ks:
+        raise ValueError("ks must not be empty")
+    if min(ks) < 1:
+        raise ValueError("every k must be >= 1")
+    dev = torch.device(device)
+    correct, total = {k: 0 for k in ks}, 0
+    for feats, labels in queries:
+        if labels.shape[0] != feats.shape[0]:
+            raise ValueError("test_labels must have one label per test feature")
+        sims, ys = _nearest(feats, bank, max(ks), dev)
+        y = labels.to(device=dev, dtype=torch.long)
+        for k in correct:
+            kk = min(k, sims.shape[1])
+            pred = _vote(sims[:, :kk], ys[:, :kk], num_classes, t).argmax(1)
+            correct[k] += int((pred == y).sum())
+        total += int(feats.shape[0])
+    return correct, total
 
 
 @torch.no_grad()
@@ -121,27 +164,16 @@ def knn_accuracy(
     t: float = 0.1,
     chunk: int | None = None,
 ) -> dict[int, float]:
-    """Top-1 accuracy in percent of weighted kNN for every ``k`` in ``ks``.
-
-    The top-k search (the expensive part) is done once for ``max(ks)``; since the
-    neighbours come back sorted by similarity, the first ``k`` columns are exactly the
-    ``k`` nearest for any smaller ``k`` (up to the tie caveat in the module docstring).
-    """
-    if not ks:
-        raise ValueError("ks must not be empty")
-    if min(ks) < 1:
-        raise ValueError("every k must be >= 1")
-    bank, labels, query = _prepare(train_feats, train_labels, test_feats)
-    if test_labels.shape[0] != query.shape[0]:
+    """Top-1 accuracy in percent of weighted kNN for every ``k`` in ``ks`` (in-memory
+    features; :func:`knn_correct` for a bank in shards)."""
+    _check(train_feats, train_labels, test_feats)
+    if test_labels.shape[0] != test_feats.shape[0]:
         raise ValueError("test_labels must have one label per test feature")
-    test_labels = test_labels.to(dtype=torch.long)
-    correct = {k: 0 for k in ks}
-    k_max = max(ks)
-    for start, sims, idx in _topk_chunks(bank, query, k_max, chunk):
-        y = test_labels[start : start + sims.shape[0]].to(sims.device)
-        for k in correct:
-            kk = min(k, sims.shape[1])
-            pred = _vote(sims[:, :kk], idx[:, :kk], labels, num_classes, t).argmax(1)
-            correct[k] += int((pred == y).sum())
-    n = max(1, query.shape[0])
-    return {k: 100.0 * c / n for k, c in correct.items()}
+    step = chunk if chunk is not None else default_chunk(train_feats.shape[0])
+    if step < 1:
+        raise ValueError("chunk must be >= 1")
+    blocks = ((test_feats[i:i + step], test_labels[i:i + step])
+              for i in range(0, test_feats.shape[0], step))
+    correct, n = knn_correct(_one_shard(train_feats, train_labels), blocks, num_classes, ks, t,
+                             train_feats.device)
+    return {k: 100.0 * c / max(1, n) for k, c in correct.items()}

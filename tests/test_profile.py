@@ -68,3 +68,49 @@ def test_universal_family_profiles_without_recalibration():
         model.eval()
         with model.subnet(0.6):
             model(torch.randn(1, 3, 8, 8))
+
+
+def _tiny_vit_macs_by_hand(tokens: int, dim: int, depth: int, mlp: int, patch: int,
+                           classes: int) -> tuple[int, int]:
+    """(layers, attention products) of a class-token ViT, written out: the patch conv
+    (``tokens - 1`` patches x 3 p^2 x dim); per block qkv (3 dim^2), proj (dim^2), fc1 and fc2
+    (2 dim mlp) on every token; the head on the class token; and per block q k^T plus attn v,
+    ``2 x tokens^2 x dim`` over all heads together."""
+    layers = (tokens - 1) * 3 * patch * patch * dim \
+        + depth * tokens * (3 * dim * dim + dim * dim + 2 * dim * mlp) + dim * classes
+    return layers, depth * 2 * tokens * tokens * dim
+
+
+def test_vit_macs_count_the_attention_products():
+    import slimssl.export.vit  # noqa: F401  (registers the ViT exporter)
+    from slimssl.export.extract import extract_subnet
+
+    model = create("vit_tiny", widths=(1.0, 0.67), stem="cifar", patch_size=8, depth=2,
+                   num_classes=10)
+    for width, dim in ((1.0, 192), (0.67, 128)):
+        plain = extract_subnet(model, width)
+        layers, attention = _tiny_vit_macs_by_hand(17, dim, 2, 4 * dim, 8, 10)
+        assert count_macs(plain, 32) == layers + attention
+        assert attention == 2 * 2 * 17 * 17 * dim  # e.g. 221,952 at dim 192
+    # another resolution: 6x6 patches (the position embedding is resampled, not counted)
+    layers, attention = _tiny_vit_macs_by_hand(37, 192, 2, 768, 8, 10)
+    assert count_macs(extract_subnet(model, 1.0), 48) == layers + attention
+    # torchvision's ViT attends through nn.MultiheadAttention (functional projections): same
+    ref = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=128, mlp_dim=512,
+        num_classes=10)
+    assert count_macs(ref, 32) == sum(_tiny_vit_macs_by_hand(17, 128, 2, 512, 8, 10))
+
+
+def test_explicit_products_are_counted_once():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 4)
+
+        def forward(self, x):  # x: (N, 1, 5, 6)
+            h = self.fc(x.squeeze(1))                   # 5 x 6 x 4 per sample
+            gram = h @ h.transpose(1, 2)                # 5 x 5 x 4
+            return torch.bmm(gram, h) + torch.matmul(gram, h)  # 2 x (5 x 4 x 5)
+
+    assert count_macs(Net(), (3, 1, 5, 6)) == 5 * 6 * 4 + 5 * 5 * 4 + 2 * 5 * 4 * 5

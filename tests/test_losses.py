@@ -14,11 +14,10 @@ from slimssl.methods.losses import (
     in_batch_logits,
     info_nce_from_logits,
     moco_logits,
-    mocov3_contrastive,
     mocov3_loss,
-    nt_xent,
     simsiam_loss,
 )
+from slimssl.methods.simclr import nt_xent_global
 
 
 def ce(logits: list[float], target: int) -> float:
@@ -88,28 +87,30 @@ def test_in_batch_logits_positives_offset_by_rank() -> None:
 
 def test_mocov3_loss_by_hand() -> None:
     tau = 0.5
-    # not normalised on purpose: mocov3_loss normalises
-    q1 = torch.tensor([[3.0, 0.0], [0.0, 2.0]])
-    q2 = torch.tensor([[0.0, 1.0], [5.0, 0.0]])
+    q1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    q2 = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
     k1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    k2 = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    k2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    s12, labels = in_batch_logits(q1, k2, rank=0, temperature=1.0)
+    s21, _ = in_batch_logits(q2, k1, rank=0, temperature=1.0)
     # ctr(q1, k2): logits [[1, 0], [0, 1]] / 0.5 -> both rows CE([2, 0], 0) = log(1 + e^-2)
     # ctr(q2, k1): logits [[0, 1], [1, 0]] / 0.5 -> both rows CE([0, 2], 0) = log(1 + e^2)
     ce12 = math.log(1 + math.exp(-2))
     ce21 = math.log(1 + math.exp(2))
     expected = 2 * tau * ce12 + 2 * tau * ce21
-    assert mocov3_loss(q1, q2, k1, k2, tau).item() == pytest.approx(expected, rel=1e-6)
-    assert mocov3_contrastive(q1, k2, tau).item() == pytest.approx(2 * tau * ce12, rel=1e-6)
+    assert mocov3_loss(s12, s21, labels, tau).item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="temperature"):
+        mocov3_loss(s12, s21, labels, 0.0)
 
 
 def test_mocov3_loss_with_rank_uses_its_block() -> None:
     tau = 1.0
     q = torch.tensor([[1.0, 0.0]])
     k_all = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # world 2, B 1; rank 1's positive is row 1
+    s, labels = in_batch_logits(q, k_all, rank=1, temperature=1.0)
     # logits [0, 1], target 1 -> CE = log(1 + e^-1); ctr = 2 * 1 * CE; both directions equal
     expected = 2 * (2 * math.log(1 + math.exp(-1)))
-    got = mocov3_loss(q, q, k_all, k_all, tau, rank=1)
-    assert got.item() == pytest.approx(expected, rel=1e-6)
+    assert mocov3_loss(s, s, labels, tau).item() == pytest.approx(expected, rel=1e-6)
 
 
 # ------------------------------------------------------------------------------ BYOL / SimSiam
@@ -159,9 +160,9 @@ def test_nt_xent_by_hand() -> None:
         ([0.8 * t, 0.6 * t, 0.96 * t], 1),  # d: a, b(+), c
     ]
     expected = sum(ce(lg, i) for lg, i in anchors) / 4
-    assert nt_xent(z1, z2, tau).item() == pytest.approx(expected, rel=1e-6)
+    assert nt_xent_global(z1, z2, tau).item() == pytest.approx(expected, rel=1e-6)
     # scale invariance: cosine similarities
-    assert nt_xent(3 * z1, 2 * z2, tau).item() == pytest.approx(expected, rel=1e-6)
+    assert nt_xent_global(3 * z1, 2 * z2, tau).item() == pytest.approx(expected, rel=1e-6)
 
 
 # ------------------------------------------------------------------------------ MemoryQueue

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from slimssl.methods.byol import BYOL
-from slimssl.methods.losses import nt_xent
 from slimssl.methods.simclr import (MomentumSimCLR, SimCLR, cross_view_distillation,
                                     nt_xent_global)
 from slimssl.methods.simsiam import SimSiam
@@ -16,6 +15,21 @@ from slimssl.models import create
 from slimssl.nn.spec import SubnetSpec
 
 T = torch.tensor
+
+
+def nt_xent(a, b, tau):
+    """Independent reference for SimCLR's NT-Xent (Chen et al. 2020, Eq. 1), one anchor at a
+    time: anchor i of the 2N rows [a; b] has its other view as positive, every row but itself
+    in the denominator; the mean over the 2N anchors."""
+    z = F.normalize(torch.cat([a, b]), dim=1)
+    n = a.shape[0]
+    losses = []
+    for i in range(2 * n):
+        sims = [float(z[i] @ z[j]) / tau for j in range(2 * n) if j != i]
+        j_pos = (i + n) % (2 * n)
+        pos = float(z[i] @ z[j_pos]) / tau
+        losses.append(-pos + math.log(sum(math.exp(v) for v in sims)))
+    return torch.tensor(sum(losses) / len(losses))
 
 
 def _backbone(norm="switchable"):

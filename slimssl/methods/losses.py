@@ -9,9 +9,11 @@ Conventions
   they are building blocks that the recipes also use for logit distillation, so they must not
   change their inputs. Pass ``temperature=1.0`` to get the raw similarities (that is what SlimCLR
   distils, see :mod:`slimssl.recipes.distillation`).
-* ``*_loss`` convenience functions (:func:`mocov3_loss`, :func:`byol_loss`,
-  :func:`simsiam_loss`, :func:`nt_xent`) normalise internally, because their papers define them
-  on cosine similarities; normalising an already normalised vector changes nothing.
+* :func:`mocov3_loss` takes those raw similarities (temperature 1) and applies MoCo v3's
+  temperature itself, so the method can distil the same similarities.
+* :func:`byol_loss` and :func:`simsiam_loss` work on cosine similarities (normalisation is part
+  of the cosine). SimCLR's NT-Xent lives with its method
+  (:func:`slimssl.methods.simclr.nt_xent_global`) because it gathers across ranks.
 * Targets (keys, target projections) carry no gradient: they are detached where the paper uses
   a stop-gradient.
 
@@ -39,11 +41,9 @@ __all__ = [
     "moco_logits",
     "info_nce_from_logits",
     "in_batch_logits",
-    "mocov3_contrastive",
     "mocov3_loss",
     "byol_loss",
     "simsiam_loss",
-    "nt_xent",
     "MemoryQueue",
 ]
 
@@ -156,42 +156,22 @@ def in_batch_logits(
     return logits, labels
 
 
-def mocov3_contrastive(q: Tensor, k_all: Tensor, temperature: float, rank: int = 0) -> Tensor:
-    """MoCo v3's ``ctr(q, k) = 2 * tau * CE(q k^T / tau, labels)`` (batch mean).
+def mocov3_loss(s12: Tensor, s21: Tensor, labels: Tensor, temperature: float) -> Tensor:
+    """Symmetric MoCo v3 loss ``ctr(q1, k2) + ctr(q2, k1)`` from raw similarities.
 
-    The ``2 tau`` factor is MoCo v3's (Chen, Xie, He ICCV 2021, Alg. 1 / official code): it makes
-    the gradient scale independent of the temperature. ``q`` and ``k_all`` are L2-normalised here.
+    MoCo v3 (Chen, Xie, He ICCV 2021, Alg. 1 / official code):
+    ``ctr(q, k) = 2 tau CE(q k^T / tau, labels)``; the ``2 tau`` factor makes the gradient scale
+    independent of the temperature. ``s12 = q1 k2^T`` and ``s21 = q2 k1^T`` are the
+    :func:`in_batch_logits` of L2-normalised vectors at temperature 1 (raw similarities, which
+    SlimCLR-MoCov3 also distils); ``labels`` the positives' columns. SlimCLR-MoCov3 uses
+    ``tau = 1.0`` per sub-network width, the keys always from the full-width target (Sec. 3).
     """
-    q = F.normalize(q, dim=1)
-    k_all = F.normalize(k_all.detach(), dim=1)
-    logits, labels = in_batch_logits(q, k_all, rank, temperature)
-    return F.cross_entropy(logits, labels) * (2.0 * temperature)
-
-
-def mocov3_loss(
-    q1: Tensor, q2: Tensor, k1: Tensor, k2: Tensor, temperature: float, rank: int = 0
-) -> Tensor:
-    """Symmetric MoCo v3 loss ``ctr(q1, k2) + ctr(q2, k1)``.
-
-    MoCo v3 (Chen, Xie, He ICCV 2021): ``q_v`` is the online (predictor) output of view ``v``,
-    ``k_v`` the momentum-encoder output of view ``v`` gathered over ranks; with
-    ``ctr(q, k) = 2 * tau * CE(q k^T / tau, labels)`` (see :func:`mocov3_contrastive`) the loss
-    is ``2 tau [CE(q1, k2) + CE(q2, k1)]``. SlimCLR-MoCov3 uses ``tau = 1.0`` and evaluates it per
-    sub-network width, the keys always coming from the full-width target (SlimCLR Sec. 3).
-
-    Args:
-        q1, q2: online outputs ``(B, D)`` of views 1 and 2 (this rank).
-        k1, k2: target outputs ``(world * B, D)`` of views 1 and 2 (all ranks). Detached.
-        temperature: ``tau``.
-        rank: this rank; selects the positives' columns.
-
-    Example:
-        >>> q1, q2, k1, k2 = (torch.randn(4, 8) for _ in range(4))
-        >>> loss = mocov3_loss(q1, q2, k1, k2, temperature=1.0)
-    """
-    return mocov3_contrastive(q1, k2, temperature, rank) + mocov3_contrastive(
-        q2, k1, temperature, rank
-    )
+    _check_2d("s12", s12)
+    _check_2d("s21", s21)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    tau = temperature
+    return 2 * tau * (F.cross_entropy(s12 / tau, labels) + F.cross_entropy(s21 / tau, labels))
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,35 +210,6 @@ def simsiam_loss(p: Tensor, z: Tensor) -> Tensor:
     _check_2d("p", p)
     _check_2d("z", z)
     return -F.cosine_similarity(p, z.detach().to(p.dtype), dim=1).mean()
-
-
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
-    """SimCLR's NT-Xent loss with in-batch negatives (single process).
-
-    SimCLR (Chen et al. ICML 2020), Eq. 1: the ``2N`` embeddings of both views are L2-normalised;
-    for anchor ``i`` the positive is the other view of the same image and the negatives are the
-    other ``2N - 2`` embeddings (the anchor itself is excluded from the denominator):
-    ``l(i, j) = -log( exp(s_ij / tau) / sum_{k != i} exp(s_ik / tau) )``, averaged over all
-    ``2N`` anchors. No cross-rank gathering here.
-
-    Example:
-        >>> z1, z2 = torch.randn(4, 8), torch.randn(4, 8)
-        >>> loss = nt_xent(z1, z2, temperature=0.5)
-    """
-    _check_2d("z1", z1)
-    _check_2d("z2", z2)
-    if z1.shape != z2.shape:
-        raise ValueError(f"z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)} differ")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
-    sim = z @ z.t() / temperature
-    eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(eye, float("-inf"))
-    idx = torch.arange(n, device=z.device)
-    labels = torch.cat([idx + n, idx])
-    return F.cross_entropy(sim, labels)
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from slimssl.dist import concat_all_gather, get_rank
 from slimssl.methods.base import SSLMethod, SubnetOutput
-from slimssl.methods.losses import in_batch_logits
+from slimssl.methods.losses import in_batch_logits, mocov3_loss
 from slimssl.models.encoder import SlimEncoder
 from slimssl.models.heads import SlimMLP, head_kwargs
 from slimssl.nn.spec import SubnetSpec
@@ -51,8 +51,8 @@ class MoCoV3(SSLMethod):
                        keys: tuple[torch.Tensor, torch.Tensor]) -> SubnetOutput:
         with self.online.subnet(spec):
             q1, q2 = (F.normalize(self.online(v), dim=1) for v in views)
-        rank, tau = get_rank(), self.temperature
+        rank = get_rank()
         s1, labels = in_batch_logits(q1, keys[1], rank, 1.0)
         s2, _ = in_batch_logits(q2, keys[0], rank, 1.0)
-        loss = 2 * tau * (F.cross_entropy(s1 / tau, labels) + F.cross_entropy(s2 / tau, labels))
-        return SubnetOutput(loss, torch.cat([s1, s2]), torch.cat([q1, q2]))
+        return SubnetOutput(mocov3_loss(s1, s2, labels, self.temperature), torch.cat([s1, s2]),
+                            torch.cat([q1, q2]))

@@ -57,7 +57,6 @@ def nt_xent_global(a: Tensor, b: Tensor, temperature: float) -> Tensor:
     every rank (``2WB`` rows, rank-major). Anchor ``a_i``'s positive is ``b_i`` and vice versa;
     the anchor itself is excluded from its denominator; every other row is a negative
     (SimCLR Eq. 1). A detached ``b`` (a momentum teacher's keys) is gathered without gradient.
-    In one process this equals :func:`slimssl.methods.losses.nt_xent`.
 
     Example:
         >>> a, b = torch.randn(4, 8), torch.randn(4, 8)

@@ -37,6 +37,7 @@ __all__ = [
     "all_gather_tensor",
     "concat_all_gather",
     "all_reduce_mean_",
+    "all_reduce_mean_tensors_",
     "all_reduce_sum_",
     "broadcast_object",
 ]
@@ -168,6 +169,26 @@ def all_reduce_mean_(x: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
         x.div_(get_world_size())
     return x
+
+
+@torch.no_grad()
+def all_reduce_mean_tensors_(tensors: list[torch.Tensor]) -> None:
+    """In place, the mean over ranks of every tensor in ``tensors`` (views included), with one
+    all-reduce per dtype of their flattened concatenation (gradients, BN statistics). Single
+    process: unchanged."""
+    if not (is_dist() and get_world_size() > 1):
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():
+        flat = torch.cat([t.reshape(-1) for t in group])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= get_world_size()
+        offset = 0
+        for t in group:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
 
 
 @torch.no_grad()

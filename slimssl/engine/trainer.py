@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from slimssl.data import balanced_subset, load_split, make_loader, make_views
 from slimssl.data.subset import load_subset
-from slimssl.dist import DistInfo, get_world_size, init_distributed, is_dist, is_main
+from slimssl.dist import (DistInfo, all_reduce_mean_tensors_, get_world_size, init_distributed,
+                          is_dist, is_main)
 from slimssl.engine.build import build_backbone, build_method, build_recipe
 from slimssl.engine.checkpoint import (CheckpointError, capture_rng_state,
                                        check_state_dict_compatible,
@@ -49,6 +49,7 @@ from slimssl.engine.rundir import prepare_run_dir
 from slimssl.engine.schedule import build_lr_schedule
 from slimssl.engine.seeding import derive_seed, seed_everything
 from slimssl.methods.base import SubnetOutput
+from slimssl.nn import average_running_stats_
 from slimssl.schedule import momentum_schedule, scaled_lr, set_lr
 
 
@@ -250,6 +251,8 @@ class Trainer:
         }
 
     def save(self) -> Path | None:
+        """Write a checkpoint (rank 0); every rank calls it, for the BN statistics' average."""
+        average_running_stats_(self.method)
         if not is_main():
             return None
         return save_checkpoint(self.run_dir / "checkpoints", self.state_dict(),
@@ -342,15 +345,8 @@ class Trainer:
             return finite
         grads = [p.grad for p in self.method.online.parameters() if p.grad is not None]
         flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
-        flat = torch.cat([g.reshape(-1) for g in grads] + [flag])
-        dist.all_reduce(flat)
-        all_finite = bool(flat[-1] == 0)
-        flat /= get_world_size()
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
-        return all_finite
+        all_reduce_mean_tensors_([*grads, flag])
+        return bool(flag == 0)
 
     def train_step(self, images: torch.Tensor, epoch_f: float,
                    labels: torch.Tensor | None = None) -> dict[str, float]:
@@ -463,6 +459,7 @@ class Trainer:
             epoch_losses = []
             self.logger.log(summary, st.global_step, st.epoch, kind="epoch")
             st.history.append({"epoch": st.epoch, **summary})
+            average_running_stats_(self.method)  # monitors evaluate every rank's statistics
             for cb in self.callbacks:
                 cb.on_epoch_end(self, st.epoch)
             if st.epoch % cfg.train.ckpt_every_epochs == 0 or st.epoch == cfg.train.epochs:

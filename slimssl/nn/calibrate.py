@@ -5,6 +5,14 @@ widths, so before a width is evaluated or exported its statistics are re-estimat
 statistics, no gradient, the cumulative average over N training images (default 2,000, as US-Nets
 and Once-for-All do), all-reduced across ranks under DDP. The same routine also refreshes a
 switchable model's private statistics for one width.
+
+Under DDP every rank's BatchNorms also track their own running statistics during training (no
+SyncBN: the loss uses batch statistics). :func:`average_running_stats_` replaces them by their
+mean over ranks (every width's private statistics of a switchable BN, a universal BN's shared
+ones, any plain BatchNorm; the mean of the per-rank variances, as recalibration and timm's
+``distribute_bn(reduce=True)`` do); the trainer calls it before a checkpoint is saved and before
+the end-of-epoch monitors evaluate, so what is saved, exported and evaluated is every rank's
+data, not rank 0's alone.
 """
 
 from __future__ import annotations
@@ -12,9 +20,9 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from slimssl.dist import all_reduce_mean_tensors_, get_world_size, is_dist
 from slimssl.nn.norm import _SlimBatchNorm
 from slimssl.nn.spec import SubnetSpec
 
@@ -23,6 +31,24 @@ Batch = torch.Tensor
 
 def _norms(model: nn.Module) -> list[_SlimBatchNorm]:
     return [m for m in model.modules() if isinstance(m, _SlimBatchNorm)]
+
+
+def running_stats(model: nn.Module) -> list[torch.Tensor]:
+    """Every ``running_mean`` / ``running_var`` buffer of ``model``: each switchable width's
+    private BatchNorm, each universal BN, any plain BatchNorm (online and target networks)."""
+    return [buf for module in model.modules() for name in ("running_mean", "running_var")
+            if (buf := module._buffers.get(name)) is not None]
+
+
+def average_running_stats_(model: nn.Module) -> int:
+    """Replace every BatchNorm running statistic of ``model`` by its mean over ranks (in place,
+    one all-reduce; every rank must call it). Returns the number of tensors averaged; a single
+    process (or world size 1) changes nothing and returns 0."""
+    if not (is_dist() and get_world_size() > 1):
+        return 0
+    stats = running_stats(model)
+    all_reduce_mean_tensors_(stats)
+    return len(stats)
 
 
 @torch.no_grad()
@@ -59,12 +85,7 @@ def recalibrate_bn(model: nn.Module, spec: SubnetSpec | float, batches: Iterable
                     break
             if seen == 0:
                 raise ValueError("recalibrate_bn got no batches: pass training images")
-            if dist.is_available() and dist.is_initialized():
-                for norm in norms:
-                    for buf in norm.calibrated_buffers():
-                        reduced = buf.clone()
-                        dist.all_reduce(reduced)
-                        buf.copy_(reduced / dist.get_world_size())
+            all_reduce_mean_tensors_([buf for norm in norms for buf in norm.calibrated_buffers()])
         finally:
             for norm in norms:
                 norm.end_calibration()

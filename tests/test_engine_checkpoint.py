@@ -15,7 +15,6 @@ from slimssl.engine.checkpoint import (
     capture_rng_state,
     check_state_dict_compatible,
     checkpoint_name,
-    latest_valid_checkpoint,
     list_checkpoints,
     load_checkpoint,
     load_latest_checkpoint,
@@ -74,7 +73,7 @@ def test_fallback_to_previous_valid(tmp_path, corruption):
     else:
         bad.write_bytes(b"\x00garbage" * 50)
     with pytest.warns(RuntimeWarning, match=bad.name):
-        assert latest_valid_checkpoint(tmp_path) == good
+        assert load_latest_checkpoint(tmp_path)[0] == good
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path, state = resolve_resume(tmp_path)
@@ -82,7 +81,7 @@ def test_fallback_to_previous_valid(tmp_path, corruption):
 
 
 def test_resume_errors(tmp_path):
-    assert latest_valid_checkpoint(tmp_path) is None
+    assert load_latest_checkpoint(tmp_path) is None
     with pytest.raises(CheckpointError, match="no valid checkpoint in"):
         resolve_resume(tmp_path)
     with pytest.raises(CheckpointError, match="does not exist"):
@@ -112,7 +111,7 @@ def test_malicious_pickle_not_executed(tmp_path):
     with pytest.raises(CheckpointError, match="cannot be loaded safely"):
         load_checkpoint(bad)
     with pytest.warns(RuntimeWarning):
-        assert latest_valid_checkpoint(tmp_path) is None
+        assert load_latest_checkpoint(tmp_path) is None
     assert not marker.exists()
 
 

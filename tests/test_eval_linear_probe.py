@@ -1,4 +1,4 @@
-"""Switchable / slimmable linear probes and SlimCLR Appendix A (Zhao et al.)."""
+"""Switchable / slimmable linear probes (SlimCLR Zhao et al. Sec. 3.3, Table 3a)."""
 
 from dataclasses import replace
 
@@ -6,16 +6,8 @@ import torch
 from torch import nn
 
 from slimssl.eval.linear_eval import RECIPES, linear_eval_cached
-from slimssl.eval.linear_probe import (
-    LinearProbes,
-    appendix_a_residuals,
-    least_squares_residual,
-    probe_loss,
-)
+from slimssl.eval.linear_probe import LinearProbes, probe_loss
 from slimssl.nn.functional import soft_target_loss
-
-D64 = torch.float64
-
 
 def _separable(n_per_class=60, num_classes=4, dim=16, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -87,56 +79,3 @@ def test_distillation_teacher_is_detached():
                + torch.nn.functional.cross_entropy(logits["half"], y)
                + (p_t * (p_t.log() - log_p_s)).sum(1).mean())
     torch.testing.assert_close(probe_loss(logits, y, "full", distill=True), by_hand)
-
-
-def test_least_squares_residual_exact_and_ridge():
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(50, 5, generator=g, dtype=D64)
-    Y = X @ torch.randn(5, 2, generator=g, dtype=D64)
-    assert least_squares_residual(X, Y) < 1e-18 * float((Y**2).sum()) + 1e-20
-    assert least_squares_residual(X, Y, ridge=10.0) > least_squares_residual(X, Y, ridge=1e-6)
-
-
-def test_appendix_a_shared_linear_cannot_serve_conflicting_mappings():
-    """SlimCLR Appendix A: one slimmable linear layer vs one per width (closed form).
-
-    The sub-network's features X_small occupy the leading channels of the probe's input,
-    but, as for a real slimmable network, they are a different representation from the
-    full network's leading channels (here X_small = X_full[:, :d1] @ S). Each mapping is
-    exactly realisable on its own, yet the shared first d1 rows of the weight matrix
-    must fit the two conflicting mappings at once, so the shared residual is large.
-    """
-    g = torch.Generator().manual_seed(0)
-    n, d1, d2, c = 200, 4, 4, 3
-    x_full = torch.randn(n, d1 + d2, generator=g, dtype=D64)
-    x_small = x_full[:, :d1] @ torch.randn(d1, d1, generator=g, dtype=D64)
-    y = x_small @ torch.randn(d1, c, generator=g, dtype=D64)
-    r = appendix_a_residuals(x_full, x_small, y)
-    scale = float((y**2).sum())
-    assert r["separate_full"] < 1e-9 * scale and r["separate_small"] < 1e-9 * scale
-    assert r["shared"] > 2 * r["separate"] and r["shared"] > 0.1 * scale
-
-
-def test_appendix_a_prefix_features():
-    """With literal prefix features (X_small = X_full[:, :d1]) and shared targets:
-
-    * if the targets are realisable from the prefix (Eq. 23 holds), the shared layer is
-      as good as separate ones (both ~0);
-    * if the targets also depend on extra channels correlated with the prefix, the
-      full problem's optimal theta11 differs from the small one, so shared > separate.
-      It is bounded by 2x here (theta11 = small optimum, theta21 = 0 gives <= 2 r_small).
-    """
-    g = torch.Generator().manual_seed(1)
-    n, d1, d2, c = 200, 4, 4, 3
-    x1 = torch.randn(n, d1, generator=g, dtype=D64)
-    x2 = 2.0 * x1 @ torch.randn(d1, d2, generator=g, dtype=D64) + torch.randn(n, d2, generator=g, dtype=D64)
-    x_full = torch.cat([x1, x2], 1)
-
-    y_ok = x1 @ torch.randn(d1, c, generator=g, dtype=D64)
-    r_ok = appendix_a_residuals(x_full, x_full[:, :d1], y_ok)
-    assert r_ok["shared"] < 1e-9 * float((y_ok**2).sum())
-
-    y = x_full @ torch.randn(d1 + d2, c, generator=g, dtype=D64)
-    r = appendix_a_residuals(x_full, x_full[:, :d1], y)
-    assert r["separate_full"] < 1e-9 * float((y**2).sum())
-    assert 1.2 * r["separate"] < r["shared"] <= 2 * r["separate_small"] * (1 + 1e-9)

@@ -18,9 +18,8 @@ from slimssl.recipes.group_reg import (
     group_reg_alpha,
     group_regularization,
 )
-from slimssl.recipes.loss_weights import combine_losses, loss_weights, weighted_term
+from slimssl.recipes.loss_weights import loss_weights, weighted_term
 from slimssl.recipes.sampling import (
-    FixedWidths,
     Sandwich,
     UniversalSandwich,
     dynamic_min_width,
@@ -163,29 +162,20 @@ def test_loss_weights_validation() -> None:
         loss_weights(WIDTHS, "bogus")  # type: ignore[arg-type]
 
 
-def test_combine_losses_eq7_by_hand() -> None:
+def test_weighted_terms_sum_to_eq7_by_hand() -> None:
     base = [torch.tensor(v, requires_grad=True) for v in (1.0, 2.0, 3.0, 4.0)]
-    dist = [torch.tensor(v, requires_grad=True) for v in (10.0, 20.0, 30.0)]
-    w = [2.5, 1.0, 1.0, 1.0]
-    total = combine_losses(WIDTHS, base, dist, w)
+    dist = [None] + [torch.tensor(v, requires_grad=True) for v in (10.0, 20.0, 30.0)]
+    w = loss_weights(WIDTHS, "sum_others")  # [2.5, 1, 1, 1]
+    total = sum(weighted_term(i, w[i], base[i], dist[i]) for i in range(4))
     # 2.5 * 1 + (2 + 10) / 2 + (3 + 20) / 2 + (4 + 30) / 2
     assert total.item() == pytest.approx(2.5 + 6.0 + 11.5 + 17.0)
     total.backward()
     assert base[0].grad.item() == pytest.approx(2.5)
     assert base[1].grad.item() == pytest.approx(0.5)
-    assert dist[2].grad.item() == pytest.approx(0.5)
-    # no distillation: lambda_i L_i
-    plain = combine_losses(WIDTHS, [b.detach() for b in base], None, w)
+    assert dist[3].grad.item() == pytest.approx(0.5)
+    # no distillation: lambda_i L_i (not halved)
+    plain = sum(weighted_term(i, w[i], base[i].detach(), None) for i in range(4))
     assert plain.item() == pytest.approx(2.5 + 2.0 + 3.0 + 4.0)
-    # per-width switch-off
-    mixed = combine_losses(
-        WIDTHS, [b.detach() for b in base], [dist[0].detach(), None, dist[2].detach()], w
-    )
-    assert mixed.item() == pytest.approx(2.5 + 6.0 + 3.0 + 17.0)
-    with pytest.raises(ValueError):
-        combine_losses(WIDTHS, base[:3], None, w)
-    with pytest.raises(ValueError):
-        combine_losses(WIDTHS, base, dist[:2], w)
 
 
 def test_weighted_term_by_hand() -> None:
@@ -195,20 +185,10 @@ def test_weighted_term_by_hand() -> None:
     assert weighted_term(2, 0.5, l2, None).item() == pytest.approx(1.5)
     with pytest.raises(ValueError):
         weighted_term(0, 1.0, l1, lp)
-    # summing the terms is Eq. 7
-    total = combine_losses([1.0, 0.5], [l1, l2], [lp], [2.5, 1.0])
-    assert total.item() == pytest.approx(5.0 + 4.0)
+
 
 
 # ------------------------------------------------------------------------------ sampling
-
-
-def test_fixed_widths() -> None:
-    assert FixedWidths([0.25, 1.0, 0.5, 0.75]).sample() == [1.0, 0.75, 0.5, 0.25]
-    with pytest.raises(ValueError):
-        FixedWidths([1.0, 1.0])
-    with pytest.raises(ValueError):
-        FixedWidths([1.5, 1.0])
 
 
 def test_sandwich_rule_structure_and_seeding() -> None:

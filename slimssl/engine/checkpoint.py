@@ -10,7 +10,7 @@ Why each piece:
   (:func:`capture_rng_state`).
 - **Rotation**: ``ckpt_epoch{E:04d}_step{S:08d}.pt``; the older files are deleted only after the
   new one is complete, keeping the last ``keep``.
-- **Fallback**: :func:`latest_valid_checkpoint` tries newest first and skips files that are empty,
+- **Fallback**: :func:`load_latest_checkpoint` tries newest first and skips files that are empty,
   truncated or garbage (e.g. a node killed while copying), with a warning naming the bad file.
 """
 
@@ -35,7 +35,6 @@ __all__ = [
     "atomic_save",
     "save_checkpoint",
     "load_checkpoint",
-    "latest_valid_checkpoint",
     "load_latest_checkpoint",
     "resolve_resume",
     "check_state_dict_compatible",
@@ -180,13 +179,6 @@ def load_latest_checkpoint(
         except CheckpointError as e:
             warnings.warn(f"skipping bad checkpoint {path}: {e}", RuntimeWarning, stacklevel=2)
     return None
-
-
-def latest_valid_checkpoint(directory: PathLike) -> Optional[Path]:
-    """Path of the newest loadable checkpoint in ``directory``, or None (see
-    :func:`load_latest_checkpoint`, which also returns the loaded state and avoids a second read)."""
-    found = load_latest_checkpoint(directory, map_location="cpu")
-    return found[0] if found is not None else None
 
 
 _RESUME_FIX = ("pass a checkpoint file or a run directory that holds one, or --resume auto "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ema_update_", "copy_params_"]
+__all__ = ["ema_update_"]
 
 
 def _pairs(target: nn.Module, online: nn.Module, what: str):
@@ -51,11 +51,3 @@ def ema_update_(target: nn.Module, online: nn.Module, m: float, copy_buffers: bo
     t_bufs, o_bufs = _pairs(target, online, "buffers")
     for t, o in zip(t_bufs, o_bufs):
         t.copy_(o)
-
-
-@torch.no_grad()
-def copy_params_(target: nn.Module, online: nn.Module) -> None:
-    """Initialise the target from the online network (``m = 0``) and freeze it (no grads)."""
-    ema_update_(target, online, 0.0)
-    for p in target.parameters():
-        p.requires_grad_(False)

@@ -15,7 +15,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "derive_seed", "rank_consistent_generator"]
+__all__ = ["seed_everything", "derive_seed"]
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -45,13 +45,3 @@ def derive_seed(*parts: int) -> int:
     so nearby inputs such as (0, 1) and (1, 0) give unrelated streams."""
     ss = np.random.SeedSequence([int(p) % 2**63 for p in parts])
     return int(ss.generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
-
-
-def rank_consistent_generator(seed: int, epoch: int, tag: int = 0) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded from ``(seed, epoch, tag)`` only - independent of the rank
-    and of the global RNG - so every rank draws the same sequence (sub-network sampling).
-    Re-created each epoch, it also makes resume at an epoch boundary exact. ``tag`` separates
-    independent streams (e.g. 0 = widths, 1 = depths)."""
-    g = torch.Generator(device="cpu")
-    g.manual_seed(derive_seed(seed, epoch, tag))
-    return g

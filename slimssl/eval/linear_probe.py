@@ -24,8 +24,7 @@ Options:
   (:func:`slimssl.nn.functional.soft_target_loss`). The teacher logits are detached, so the
   full-width probe learns only from labels.
 
-The probes are trained by :mod:`slimssl.eval.linear_eval`. Also here: closed-form least
-squares helpers used to reproduce SlimCLR Appendix A.
+The probes are trained by :mod:`slimssl.eval.linear_eval`.
 """
 
 from __future__ import annotations
@@ -42,9 +41,6 @@ __all__ = [
     "LinearProbes",
     "probe_loss",
     "evaluate_probes",
-    "least_squares_fit",
-    "least_squares_residual",
-    "appendix_a_residuals",
 ]
 
 ProbeKind = Literal["switchable", "slimmable"]
@@ -164,61 +160,3 @@ def evaluate_probes(
         results[k] = {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n}
     probes.train(was_training)
     return results
-
-
-# --- closed-form least squares (SlimCLR Appendix A) --------------------------------
-
-
-def least_squares_fit(X: torch.Tensor, Y: torch.Tensor, ridge: float = 0.0) -> torch.Tensor:
-    """``argmin_W ||X W - Y||^2 + ridge ||W||^2`` in float64.
-
-    ``ridge=0`` uses ``torch.linalg.lstsq`` (minimum-norm, robust to rank deficiency);
-    otherwise the normal equations ``(X^T X + ridge I) W = X^T Y`` are solved.
-    """
-    X = X.double()
-    Y = Y.double()
-    if Y.ndim == 1:
-        Y = Y[:, None]
-    if ridge > 0:
-        A = X.T @ X + ridge * torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
-        return torch.linalg.solve(A, X.T @ Y)
-    return torch.linalg.lstsq(X.cpu(), Y.cpu()).solution.to(X.device)
-
-
-def least_squares_residual(X: torch.Tensor, Y: torch.Tensor, ridge: float = 0.0) -> float:
-    """Sum of squared residuals ``||X W* - Y||_F^2`` of the (ridge) least-squares fit."""
-    W = least_squares_fit(X, Y, ridge)
-    Yd = Y.double()
-    if Yd.ndim == 1:
-        Yd = Yd[:, None]
-    return float(((X.double() @ W - Yd) ** 2).sum())
-
-
-def appendix_a_residuals(
-    x_full: torch.Tensor, x_small: torch.Tensor, y: torch.Tensor, ridge: float = 0.0
-) -> dict[str, float]:
-    """Shared (slimmable) vs separate (switchable) linear least-squares residuals.
-
-    SlimCLR Appendix A: with one slimmable linear layer ``theta = [theta11; theta21]``,
-    the full network predicts ``x_full @ theta`` and the sub-network ``x_small @ theta11``
-    with the SAME ``theta11``. Stacking both problems gives one regression
-    ``[[x_small, 0], [x_full]] @ theta ~ [y; y]``. Separate probes solve each problem on
-    its own. ``shared >= separate`` always; they are equal only when the full problem's
-    optimal ``theta11`` coincides with the sub-network's optimum (their Eq. 23), which
-    contrastive slimmable features do not satisfy in practice.
-    """
-    n, d = x_full.shape
-    d1 = x_small.shape[1]
-    if d1 > d or x_small.shape[0] != n:
-        raise ValueError("x_small must be (N, d1) with d1 <= x_full's width")
-    pad = torch.zeros(n, d - d1, dtype=x_small.dtype, device=x_small.device)
-    stacked_x = torch.cat([torch.cat([x_small, pad], 1), x_full.to(x_small.dtype)], 0)
-    stacked_y = torch.cat([y, y], 0)
-    sep_full = least_squares_residual(x_full, y, ridge)
-    sep_small = least_squares_residual(x_small, y, ridge)
-    return {
-        "shared": least_squares_residual(stacked_x, stacked_y, ridge),
-        "separate_full": sep_full,
-        "separate_small": sep_small,
-        "separate": sep_full + sep_small,
-    }

@@ -75,7 +75,7 @@ def distillation_loss(
     * ``"kl_emb"``: ``soft_target_loss(kind="kl")`` over the embedding coordinates of
       ``q_student``/``q_teacher`` with temperature ``tau2``.
     * ``"none"``: ``None``, meaning "no distillation term" to
-      :func:`slimssl.recipes.loss_weights.combine_losses` (which then uses ``lambda_i L_i``
+      :func:`slimssl.recipes.loss_weights.weighted_term` (which then uses ``lambda_i L_i``
       instead of ``lambda_i (L_i + L_p,i) / 2``). It is deliberately not a zero tensor: a zero
       would halve the sub-network's loss.
     """

@@ -13,7 +13,7 @@ from typing import Literal
 
 from torch import Tensor
 
-__all__ = ["WeightScheme", "loss_weights", "weighted_term", "combine_losses"]
+__all__ = ["WeightScheme", "loss_weights", "weighted_term"]
 
 WeightScheme = Literal["sum_others", "max_other", "proportional", "cumulative", "uniform"]
 
@@ -77,13 +77,18 @@ def loss_weights(widths: Sequence[float], scheme: WeightScheme = "sum_others") -
 def weighted_term(
     index: int, weight: float, base_loss: Tensor, distill_loss: Tensor | None
 ) -> Tensor:
-    """One member's term of SlimCLR Eq. 7 (for per-sub-network backward / accumulation).
+    """One member's term of SlimCLR Eq. 7, ``L = lambda_1 L_1 + sum_{i>=2} lambda_i (L_i + L_p,i)
+    / 2``; the recipe sums the terms over the members (backward per sub-network / accumulation).
 
     * ``index == 0`` (the full network): ``weight * L_1``; ``distill_loss`` must be ``None``.
     * ``index >= 1`` with a distillation loss: ``weight * (L_i + L_p,i) / 2``.
-    * ``index >= 1`` without (``None``): ``weight * L_i`` (not halved; see :func:`combine_losses`).
+    * ``index >= 1`` without (``None``): ``weight * L_i``, not halved: in the authors' code the
+      sub-network loss is ``lambda_i ((1 - a) L_i + a L_p,i)`` with ``a = 0.5`` when a
+      distillation loss is enabled and ``a = 0`` otherwise; SlimCLR's "w/o distillation"
+      ablations (Fig. 3, Table 3) are therefore ``sum_i lambda_i L_i``.
 
-    Summing ``weighted_term`` over all members equals :func:`combine_losses`.
+    Slow start is the caller's business: before epoch ``S`` SlimCLR trains only ``L_1`` and the
+    authors' code leaves it **unweighted** (``lambda_1`` applies only once sub-networks train).
     """
     if index < 0:
         raise ValueError(f"index must be >= 0, got {index}")
@@ -94,46 +99,3 @@ def weighted_term(
     if distill_loss is None:
         return weight * base_loss
     return weight * (base_loss + distill_loss) / 2.0
-
-
-def combine_losses(
-    widths: Sequence[float],
-    base_losses: Sequence[Tensor],
-    distill_losses: Sequence[Tensor | None] | None,
-    weights: Sequence[float],
-) -> Tensor:
-    """SlimCLR Eq. 7: ``L = lambda_1 L_1 + sum_{i>=2} lambda_i (L_i + L_p,i) / 2``.
-
-    Args:
-        widths: the widths, largest first (only checked: sorted, no duplicates, lengths agree).
-        base_losses: ``L_i`` per width, aligned with ``widths`` (``L_1`` = full network).
-        distill_losses: ``L_p,i`` for the sub-networks ``widths[1:]`` (length ``n - 1``), or
-            ``None`` for no distillation at all; an individual ``None`` entry switches it off
-            for that width only.
-        weights: ``lambda_i`` aligned with ``widths`` (see :func:`loss_weights`).
-
-    Without distillation a sub-network contributes ``lambda_i * L_i`` (not halved): in the
-    authors' code the sub-network loss is ``lambda_i ((1 - a) L_i + a L_p,i)`` with ``a = 0.5``
-    when a distillation loss is enabled and ``a = 0`` otherwise; SlimCLR's "w/o distillation"
-    ablations (Fig. 3, Table 3) are therefore ``sum_i lambda_i L_i``.
-
-    Slow start is the caller's business: before epoch ``S`` SlimCLR trains only ``L_1`` and the
-    authors' code leaves it **unweighted** (``lambda_1`` applies only once sub-networks train).
-    """
-    ws = _check_widths(widths)
-    n = len(ws)
-    if len(base_losses) != n or len(weights) != n:
-        raise ValueError(
-            f"need one base loss and one weight per width: {n} widths, {len(base_losses)} "
-            f"losses, {len(weights)} weights"
-        )
-    if distill_losses is not None and len(distill_losses) != n - 1:
-        raise ValueError(
-            f"distill_losses must have one entry per sub-network ({n - 1}), "
-            f"got {len(distill_losses)}"
-        )
-    total = weighted_term(0, weights[0], base_losses[0], None)
-    for i in range(1, n):
-        d = None if distill_losses is None else distill_losses[i - 1]
-        total = total + weighted_term(i, weights[i], base_losses[i], d)
-    return total

@@ -7,7 +7,6 @@ save and restore the stream for exact resume.
 
 Samplers (every ``sample()`` returns a list whose **first element is the largest** member):
 
-* :class:`FixedWidths`: all widths every step (SlimCLR, Zhao et al. ICCV 2023, S-Net style).
 * :class:`Sandwich`: largest, smallest and ``k - 2`` distinct random others from a finite set
   (DSPNet, Wang et al. 2022, Sec. 4.1, for width x depth sets; sandwich rule of US-Nets,
   Yu & Huang ICCV 2019).
@@ -32,7 +31,6 @@ from typing import Any, Generic, TypeVar
 import torch
 
 __all__ = [
-    "FixedWidths",
     "Sandwich",
     "UniversalSandwich",
     "slow_start_active",
@@ -58,31 +56,6 @@ class _Seeded:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed = int(state["seed"])
         self.generator.set_state(state["generator"])
-
-
-class FixedWidths(_Seeded):
-    """Every width, every step, largest first (SlimCLR: all networks of ``[1, .75, .5, .25]``).
-
-    Deterministic; the generator exists only for a uniform sampler interface.
-
-    Example:
-        >>> FixedWidths([0.5, 1.0, 0.25]).sample()
-        [1.0, 0.5, 0.25]
-    """
-
-    def __init__(self, widths: Sequence[float], seed: int = 0) -> None:
-        super().__init__(seed)
-        ws = sorted((float(w) for w in widths), reverse=True)
-        if not ws:
-            raise ValueError("widths must not be empty")
-        if len(set(ws)) != len(ws):
-            raise ValueError(f"duplicate widths in {list(widths)}")
-        if any(not 0.0 < w <= 1.0 for w in ws):
-            raise ValueError(f"widths must lie in (0, 1], got {list(widths)}")
-        self.widths = ws
-
-    def sample(self) -> list[float]:
-        return list(self.widths)
 
 
 class Sandwich(_Seeded, Generic[S]):

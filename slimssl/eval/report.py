@@ -127,11 +127,16 @@ def _cells(rows: Sequence[dict], cols: list[tuple[str, str, str]]) -> list[list[
     return [[format_value(k, r.get(k), f) for k, _, f in cols] for r in rows]
 
 
+def _present_columns(rows: Sequence[dict]) -> list[tuple[str, str, str]]:
+    """The sub-network column and every column some row has a value in."""
+    return [c for c in _columns(rows)
+            if c[0] == "subnet" or any(not _is_missing(r.get(c[0])) for r in rows)]
+
+
 def format_table(rows: Sequence[dict]) -> str:
     """Aligned plain-text table for the terminal (columns no row has are left out; the files
     keep every column)."""
-    cols = [c for c in _columns(rows)
-            if c[0] == "subnet" or any(not _is_missing(r.get(c[0])) for r in rows)]
+    cols = _present_columns(rows)
     header = [h for _, h, _ in cols]
     body = _cells(rows, cols)
     widths = [max(len(x) for x in col) for col in zip(header, *body)]
@@ -145,9 +150,10 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join([line(header), sep, *(line(c) for c in body)])
 
 
-def markdown_table(rows: Sequence[dict]) -> str:
-    """GitHub-flavoured markdown table (numbers right-aligned)."""
-    cols = _columns(rows)
+def markdown_table(rows: Sequence[dict], drop_empty: bool = False) -> str:
+    """GitHub-flavoured markdown table (numbers right-aligned); ``drop_empty`` leaves out the
+    columns no row has, as :func:`format_table` does."""
+    cols = _present_columns(rows) if drop_empty else _columns(rows)
     header = [h for _, h, _ in cols]
     align = [":--"] + ["--:"] * (len(header) - 1)
     out = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]

@@ -18,11 +18,14 @@ from torch import nn
 
 from slimssl.export.io import load_subnet, save_subnet
 from slimssl.export.onnx_export import export_onnx, onnxruntime_available, require_onnx, run_onnx
+from slimssl.export.timm_export import load_timm, save_timm, timm_available
 from slimssl.export.torchscript import script_subnet
 
-FORMATS = ("safetensors", "torchscript", "onnx")
+FORMATS = ("safetensors", "torchscript", "onnx", "timm")
 FILES = {"safetensors": "model.safetensors", "torchscript": "model.torchscript.pt",
-         "onnx": "model.onnx"}
+         "onnx": "model.onnx", "timm": "config.json"}
+# what to install when a format was written but nothing here can run it back
+RUNTIME_HINT = {"onnx": "pip install onnxruntime", "timm": "pip install 'slimssl[timm]'"}
 
 
 def parse_formats(text: str) -> list[str]:
@@ -51,6 +54,9 @@ def _write_and_reload(fmt: str, plain: nn.Module, directory: Path, example: torc
                                     category=FutureWarning)
             script_subnet(plain, path)
             return torch.jit.load(str(path))
+    if fmt == "timm":  # extra: the run's normalisation and resolution (timm's pretrained_cfg)
+        save_timm(plain, directory, extra["mean"], extra["std"], extra["image_size"])
+        return load_timm(directory) if timm_available() else None
     export_onnx(plain, path, example)
     return (lambda x: run_onnx(path, x)) if onnxruntime_available() else None
 

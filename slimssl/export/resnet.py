@@ -147,7 +147,7 @@ class PlainResNet(nn.Module):
 _EXPORTABLE = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
 
 
-def _config_of(model: SlimResNet, spec: SubnetSpec) -> dict[str, Any]:
+def plain_config(model: SlimResNet, spec: SubnetSpec) -> dict[str, Any]:
     """Active channel counts of ``model`` (already switched to ``spec``)."""
     mid, out, down = [], [], []
     for stage in model.stages:
@@ -169,7 +169,7 @@ def extract_resnet(model: SlimResNet, spec: SubnetSpec) -> PlainResNet:
     same name via its ``.export()``; blocks beyond the member's depth have no plain counterpart.
     """
     with torch.device("meta"):  # no init work: every tensor is replaced by an exported slice
-        plain = PlainResNet.from_config(_config_of(model, spec))
+        plain = PlainResNet.from_config(plain_config(model, spec))
     for name, layer in plain.named_modules():
         if isinstance(layer, _EXPORTABLE):
             exported = model.get_submodule(name).export().state_dict()

@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 import torch
 import torch.nn.functional as F
 
@@ -92,3 +94,69 @@ def test_scores_equal_dense_reference():
     s, i = sim.topk(7, dim=1)
     ref = torch.zeros(20, 3).scatter_add_(1, ytr[i], torch.exp(s / 0.07))
     torch.testing.assert_close(knn_predict(xtr, ytr, xte, 3, k=7, t=0.07, chunk=6), ref)
+
+
+# ----------------------------------------------------------------------- majority vote (DSPNet)
+
+def _arc(angles):
+    a = torch.tensor(angles, dtype=torch.float64)
+    return torch.stack([a.cos(), a.sin()], 1).float()
+
+
+def test_majority_vote_by_hand_with_tie_to_the_nearest_class():
+    from slimssl.eval.knn import knn_key
+    # bank on the unit circle at angles .1 .. .5 from the query (angle 0): sorted by similarity
+    bank = _arc([0.1, 0.2, 0.3, 0.4, 0.5])
+    labels = torch.tensor([2, 1, 1, 2, 0])
+    query = _arc([0.0])
+    # k = 5: votes 2 -> 2, 1 -> 2, 0 -> 1; the tie 1 / 2 goes to the class of the nearest
+    # neighbour (label 2 at rank 0), not to the lowest index. Scores = votes + (k - r) / (k + 1):
+    # class 0: 1 + 1/6, class 1: 2 + 4/6, class 2: 2 + 5/6
+    s = knn_predict(bank, labels, query, num_classes=3, k=5, vote="majority")
+    assert s[0].tolist() == pytest.approx([1 + 1 / 6, 2 + 4 / 6, 2 + 5 / 6], abs=1e-6)
+    assert int(s.argmax(1)) == 2
+    # 3 neighbours at angles .1 (label 2), .8 and .9 (label 1): majority says 1; the weighted
+    # vote at T = 0.05 says 2: exp(cos .1 / .05) = e^19.90 > e^13.93 + e^12.43
+    bank, labels, y = _arc([0.1, 0.8, 0.9]), torch.tensor([2, 1, 1]), torch.tensor([1])
+    maj = knn_accuracy(bank, labels, query, y, 3, ks=(3,), t=0.05, vote="majority")
+    wtd = knn_accuracy(bank, labels, query, y, 3, ks=(3,), t=0.05)
+    assert maj == {3: 100.0} and wtd == {3: 0.0}
+    assert knn_key(20, "majority") == "knn_top1_k20_majority" and knn_key(200) == "knn_top1_k200"
+    with pytest.raises(ValueError, match="majority"):
+        knn_accuracy(bank, labels, query, y, 3, ks=(3,), vote="plurality")
+
+
+def test_majority_columns_in_the_table_and_dspnet_default():
+    from slimssl.engine.config import Config
+    from slimssl.eval.report import format_table
+    table = format_table([{"subnet": "w1.00", "knn_top1_k200": 50.0, "knn_top1_k20": 51.0,
+                           "knn_top1_k20_majority": 52.0, "knn_top1_k200_majority": 49.0}])
+    head = table.splitlines()[0]
+    assert "kNN@20 majority top-1" in head and "kNN@200 majority top-1" in head
+    assert head.index("kNN@20 top-1") < head.index("kNN@200 majority top-1")
+    assert Config.from_dict({"recipe": {"name": "dspnet"},
+                             "method": {"name": "byol"}}).eval.knn_vote == "majority"
+    assert Config().eval.knn_vote == "weighted"
+
+
+def test_knn_family_writes_both_protocols():
+    from slimssl.data import load_dataset
+    from slimssl.eval.family import knn_family
+    from slimssl.eval.knn import knn_accuracy as acc
+    from slimssl.models import create
+    torch.manual_seed(0)
+    model = create("resnet10_narrow", widths=[1.0, 0.5], stem="cifar").eval()
+    train = load_dataset("synthetic", "train", 8)
+    test = load_dataset("synthetic", "test", 8)
+    rows = knn_family(model, model.family()[:1], train, test, ks=(20,),
+                      votes=("weighted", "majority"), recalib_images=64)
+    assert {"knn_top1_k20", "knn_top1_k20_majority"} <= set(rows[0])
+    from slimssl.data.views import eval_transform
+    from slimssl.eval.features import extract_features
+    tf = eval_transform(train.mean, train.std)
+    spec = model.family()[0]
+    bank = extract_features(model, spec, train.images, tf, 256, torch.device("cpu"))
+    query = extract_features(model, spec, test.images, tf, 256, torch.device("cpu"))
+    classes = int(max(train.labels.max(), test.labels.max())) + 1
+    want = acc(bank, train.labels, query, test.labels, classes, ks=(20,), vote="majority")[20]
+    assert rows[0]["knn_top1_k20_majority"] == pytest.approx(want)

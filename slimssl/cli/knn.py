@@ -18,6 +18,8 @@ def run(args: argparse.Namespace) -> int:
     run_ = open_run(args.run, args.data)
     if args.mode is not None:
         run_.cfg.data.mode = args.mode
+    if args.knn_vote is not None:
+        run_.cfg.eval.knn_vote = args.knn_vote
     info = init_distributed(run_.cfg.train.device)
     try:
         evaluate_and_export(run_.cfg, run_.backbone.to(info.device), run_.directory,
@@ -42,5 +44,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("knn", help="kNN-evaluate and export every member of a pre-trained run")
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
+    p.add_argument("--knn-vote", choices=["weighted", "majority"],
+                   help="majority: also DSPNet's majority vote among the k neighbours "
+                        "(knn_top1_k20_majority; ties to the class of the nearest tied "
+                        "neighbour); weighted: InstDisc's exp(sim/T) vote only, always written "
+                        "as knn_top1_k{k} (default: the run's eval.knn_vote: majority for "
+                        "DSPNet runs, weighted otherwise)")
     add_data_mode_argument(p)
     p.set_defaults(func=run)

@@ -56,8 +56,11 @@ def evaluate_and_export(cfg: Config, backbone: SlimmableModel, run_dir: Path,
     loading = dict(num_workers=d.num_workers, max_images_held=d.max_images_held,
                    log=print if is_main() else None)
     store = feature_store(cfg, backbone, run_dir / "features", refresh_features, distributed)
+    # the weighted (InstDisc) columns always; DSPNet's majority vote too when asked (dspnet runs)
+    votes = ("weighted",) if cfg.eval.knn_vote == "weighted" else ("weighted", cfg.eval.knn_vote)
     rows = knn_family(backbone, specs, train_set, test_set, ks, cfg.eval.knn_t,
-                      recalib_images=cfg.eval.recalib_images, cache=cache, store=store, **loading)
+                      recalib_images=cfg.eval.recalib_images, cache=cache, store=store,
+                      votes=votes, **loading)
     if cfg.eval.random_init_baseline:
         torch.manual_seed(cfg.train.seed)  # the run's own initialisation, never trained
         random_net = build_backbone(cfg).to(next(backbone.parameters()).device)

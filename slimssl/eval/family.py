@@ -21,7 +21,7 @@ from slimssl.data.views import eval_transform
 from slimssl.dist import all_reduce_sum_
 from slimssl.eval.bn_cache import BNStatsCache, weights_fingerprint
 from slimssl.eval.feature_store import FeatureStore
-from slimssl.eval.knn import knn_correct
+from slimssl.eval.knn import knn_correct, knn_key
 from slimssl.eval.linear_eval import FrozenFamily
 from slimssl.nn.calibrate import recalibrate_bn
 from slimssl.nn.spec import SubnetSpec
@@ -108,16 +108,19 @@ def knn_family(model: SlimmableModel, specs: Sequence[SubnetSpec], train_set, te
                ks: Sequence[int] = (200, 20), t: float = 0.1, batch_size: int = 256,
                recalib_images: int = 2000, cache: BNStatsCache | None = None,
                store: FeatureStore | None = None, num_workers: int = 0,
-               max_images_held: int | None = None, log=None) -> list[dict]:
-    """Weighted kNN top-1 (%) of each member: bank = ``train_set``, queries = ``test_set``.
+               max_images_held: int | None = None, log=None,
+               votes: Sequence[str] = ("weighted",)) -> list[dict]:
+    """kNN top-1 (%) of each member: bank = ``train_set``, queries = ``test_set``, for each
+    protocol in ``votes`` (``weighted``, ``majority``: :mod:`slimssl.eval.knn`).
 
     The sets are labelled datasets, in memory or streamed from a folder. Without ``store`` the
     features are held in memory; with a :class:`FeatureStore` they are read from (or written
     to) its shards and the bank is streamed shard by shard, so memory stays bounded; under
     ``torchrun`` each rank extracts its shards and scores its share of the queries, and the
-    counts are summed. Returns rows ``{"subnet", "width", "depth", "knn_top1_k{k}"...,
-    "knn_seconds"}`` (``knn_seconds``: the shared feature extraction split evenly over the
-    members, plus the member's own search).
+    counts are summed. Returns rows ``{"subnet", "width", "depth", knn_key(k, vote)...,
+    "knn_seconds"}`` (``knn_top1_k{k}``, ``knn_top1_k{k}_majority`` for the majority vote;
+    ``knn_seconds``: the shared feature extraction split evenly over the members, plus the
+    member's own search).
     """
     if train_set.labels is None or test_set.labels is None:
         raise ValueError("kNN evaluation needs labels for the bank and the queries")
@@ -151,14 +154,17 @@ def knn_family(model: SlimmableModel, specs: Sequence[SubnetSpec], train_set, te
     rows = []
     for spec in specs:
         t0 = time.perf_counter()
-        correct, n = knn_correct(banks[spec], queries[spec](), num_classes, ks, t, device)
-        counts = torch.tensor([*(correct[k] for k in ks), n], dtype=torch.float64, device=device)
-        if store is not None and store.distributed:
-            all_reduce_sum_(counts)
         row = {"subnet": spec.label, "width": spec.width,
                "depth": list(spec.depth) if spec.depth else None}
-        row.update({f"knn_top1_k{k}": 100.0 * float(counts[i]) / max(1.0, float(counts[-1]))
-                    for i, k in enumerate(ks)})
+        for vote in votes:
+            correct, n = knn_correct(banks[spec], queries[spec](), num_classes, ks, t, device,
+                                     vote)
+            counts = torch.tensor([*(correct[k] for k in ks), n], dtype=torch.float64,
+                                  device=device)
+            if store is not None and store.distributed:
+                all_reduce_sum_(counts)
+            row.update({knn_key(k, vote): 100.0 * float(counts[i]) / max(1.0, float(counts[-1]))
+                        for i, k in enumerate(ks)})
         row["knn_seconds"] = shared + time.perf_counter() - t0
         rows.append(row)
     return rows

@@ -1,4 +1,4 @@
-"""Weighted k-nearest-neighbour evaluation of frozen features.
+"""k-nearest-neighbour evaluation of frozen features: weighted (InstDisc) or majority vote.
 
 Protocol of Wu et al. 2018 ("Unsupervised Feature Learning via Non-Parametric
 Instance Discrimination", InstDisc), as used by DSPNet (Wang et al.) and SlimCLR
@@ -9,6 +9,13 @@ Instance Discrimination", InstDisc), as used by DSPNet (Wang et al.) and SlimCLR
 2. For each test point take the ``k`` most similar bank points.
 3. Each neighbour votes for its label with weight ``exp(s / T)``; the votes are summed
    per class and the class with the largest sum is predicted.
+
+``vote="majority"`` is DSPNet's protocol instead (App. 0.A.2, Tab. 1a: "a sample is classified
+by taking the most frequent label of its K-nearest neighbors (K = 20)"): every neighbour counts
+once. Ties between equally frequent classes go to the one whose nearest neighbour is the most
+similar (the tied class met first in the similarity-sorted list), i.e. a tie is broken by the
+distance information a plain count throws away, deterministically. Results of that protocol
+are stored under :func:`knn_key` names ending in ``_majority`` (``knn_top1_k20_majority``).
 
 Memory: the ``N_test x N_train`` similarity matrix is never materialised. Test
 points are processed in chunks of ``chunk`` rows against the whole bank, so the peak
@@ -28,7 +35,10 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["knn_predict", "knn_accuracy", "knn_correct", "default_chunk"]
+__all__ = ["VOTES", "knn_key", "knn_predict", "knn_accuracy", "knn_correct", "default_chunk"]
+
+#: The kNN protocols: InstDisc's similarity-weighted vote, DSPNet's plain majority vote.
+VOTES = ("weighted", "majority")
 
 # Elements of one similarity chunk: 2**25 float32 = 128 MiB.
 _CHUNK_ELEMENTS = 1 << 25
@@ -76,13 +86,41 @@ def _nearest(query: torch.Tensor, bank: BankShards, k: int, device: torch.device
     return best_s, best_y
 
 
-def _vote(sims: torch.Tensor, neigh_labels: torch.Tensor, num_classes: int, t: float
-          ) -> torch.Tensor:
-    """Sum ``exp(sim / t)`` of the neighbours per class -> (rows, num_classes)."""
-    weights = torch.exp(sims / t)
-    scores = torch.zeros(sims.shape[0], num_classes, device=sims.device, dtype=weights.dtype)
-    scores.scatter_add_(1, neigh_labels, weights)
-    return scores
+def knn_key(k: int, vote: str = "weighted") -> str:
+    """Result column of top-1 accuracy with ``k`` neighbours: ``knn_top1_k{k}`` (weighted, the
+    default protocol) or ``knn_top1_k{k}_majority``."""
+    _check_vote(vote)
+    return f"knn_top1_k{k}" if vote == "weighted" else f"knn_top1_k{k}_{vote}"
+
+
+def _check_vote(vote: str) -> None:
+    if vote not in VOTES:
+        raise ValueError(f"unknown kNN vote {vote!r}; expected one of {', '.join(VOTES)}")
+
+
+def _vote(sims: torch.Tensor, neigh_labels: torch.Tensor, num_classes: int, t: float,
+          vote: str = "weighted") -> torch.Tensor:
+    """Class scores (rows, num_classes) of the neighbours, sorted by descending similarity.
+
+    ``weighted``: the sum of ``exp(sim / t)`` per class. ``majority``: the neighbour count per
+    class plus ``(k - r) / (k + 1)``, ``r`` the rank of the class's nearest neighbour (``k`` for
+    an absent class): the integer part is the vote, the fraction (< 1) breaks ties in favour of
+    the class met first, and ``argmax`` gives the prediction of the module docstring's rule.
+    """
+    if vote == "weighted":
+        weights = torch.exp(sims / t)
+        scores = torch.zeros(sims.shape[0], num_classes, device=sims.device,
+                             dtype=weights.dtype)
+        scores.scatter_add_(1, neigh_labels, weights)
+        return scores
+    _check_vote(vote)
+    rows, k = neigh_labels.shape
+    counts = torch.zeros(rows, num_classes, device=neigh_labels.device, dtype=torch.float64)
+    counts.scatter_add_(1, neigh_labels, torch.ones_like(neigh_labels, dtype=torch.float64))
+    rank = torch.arange(k, device=neigh_labels.device).expand(rows, k)
+    first = torch.full((rows, num_classes), k, device=neigh_labels.device, dtype=torch.long)
+    first.scatter_reduce_(1, neigh_labels, rank, reduce="amin")
+    return counts + (k - first).to(torch.float64) / (k + 1)
 
 
 def _one_shard(feats: torch.Tensor, labels: torch.Tensor) -> BankShards:
@@ -98,16 +136,19 @@ def knn_predict(
     k: int = 200,
     t: float = 0.1,
     chunk: int | None = None,
+    vote: str = "weighted",
 ) -> torch.Tensor:
-    """Weighted kNN class scores ``(N_test, num_classes)`` (InstDisc, Wu et al. 2018).
+    """kNN class scores ``(N_test, num_classes)``; the prediction is ``scores.argmax(1)``.
 
-    ``scores[i, c] = sum over the k nearest bank points j with label c of exp(cos_ij / t)``.
-    The prediction is ``scores.argmax(1)``. Computation happens on ``train_feats``'s
+    Weighted (InstDisc, Wu et al. 2018): ``scores[i, c] = sum over the k nearest bank points j
+    with label c of exp(cos_ij / t)``. Majority (DSPNet): votes per class plus the tie-breaking
+    fraction of the module docstring (``t`` unused). Computation happens on ``train_feats``'s
     device; ``chunk`` query rows are processed at a time (default: bounded memory, see
     :func:`default_chunk`). ``k`` is clipped to the bank size.
     """
     if k < 1:
         raise ValueError("k must be >= 1")
+    _check_vote(vote)
     _check(train_feats, train_labels, test_feats)
     step = chunk if chunk is not None else default_chunk(train_feats.shape[0])
     if step < 1:
@@ -116,7 +157,7 @@ def knn_predict(
     out = torch.empty(test_feats.shape[0], num_classes, dtype=torch.float32)
     for start in range(0, test_feats.shape[0], step):
         sims, ys = _nearest(test_feats[start:start + step], bank, k, train_feats.device)
-        out[start:start + sims.shape[0]] = _vote(sims, ys, num_classes, t).cpu()
+        out[start:start + sims.shape[0]] = _vote(sims, ys, num_classes, t, vote).float().cpu()
     return out
 
 
@@ -128,12 +169,15 @@ def knn_correct(
     ks: Sequence[int] = (200, 20),
     t: float = 0.1,
     device: torch.device | str = "cpu",
+    vote: str = "weighted",
 ) -> tuple[dict[int, int], int]:
     """Correct predictions per ``k`` and the number of queries, for a bank given shard by shard
     (``bank()`` re-iterable, e.g. feature shards on disk) and query blocks ``(features,
     labels)``: the memory used is one query block times one bank shard, whatever the size of
     the dataset. The top-k search is done once for ``max(ks)``; the neighbours come back sorted,
-    so the first ``k`` columns are the ``k`` nearest for any smaller ``k`` (up to ties)."""
+    so the first ``k`` columns are the ``k`` nearest for any smaller ``k`` (up to ties).
+    ``vote``: ``weighted`` or ``majority`` (module docstring)."""
+    _check_vote(vote)
     if not ks:
         raise ValueError("ks must not be empty")
     if min(ks) < 1:
@@ -147,7 +191,7 @@ def knn_correct(
         y = labels.to(device=dev, dtype=torch.long)
         for k in correct:
             kk = min(k, sims.shape[1])
-            pred = _vote(sims[:, :kk], ys[:, :kk], num_classes, t).argmax(1)
+            pred = _vote(sims[:, :kk], ys[:, :kk], num_classes, t, vote).argmax(1)
             correct[k] += int((pred == y).sum())
         total += int(feats.shape[0])
     return correct, total
@@ -163,9 +207,10 @@ def knn_accuracy(
     ks: Sequence[int] = (200, 20),
     t: float = 0.1,
     chunk: int | None = None,
+    vote: str = "weighted",
 ) -> dict[int, float]:
-    """Top-1 accuracy in percent of weighted kNN for every ``k`` in ``ks`` (in-memory
-    features; :func:`knn_correct` for a bank in shards)."""
+    """Top-1 accuracy in percent of weighted (or ``vote="majority"``) kNN for every ``k`` in
+    ``ks`` (in-memory features; :func:`knn_correct` for a bank in shards)."""
     _check(train_feats, train_labels, test_feats)
     if test_labels.shape[0] != test_feats.shape[0]:
         raise ValueError("test_labels must have one label per test feature")
@@ -175,5 +220,5 @@ def knn_accuracy(
     blocks = ((test_feats[i:i + step], test_labels[i:i + step])
               for i in range(0, test_feats.shape[0], step))
     correct, n = knn_correct(_one_shard(train_feats, train_labels), blocks, num_classes, ks, t,
-                             train_feats.device)
+                             train_feats.device, vote)
     return {k: 100.0 * c / max(1, n) for k, c in correct.items()}

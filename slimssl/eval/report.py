@@ -50,7 +50,7 @@ _FORMATS = {k: f for k, _, f in COLUMNS}
 MISSING = "-"
 
 
-_KNN_KEY = re.compile(r"^knn_top1_k(\d+)$")
+_KNN_KEY = re.compile(r"^knn_top1_k(\d+)(_majority)?$")
 _SEMISUP_KEY = re.compile(r"^semisup_(finetune|linear|slimmable(?:_scratch|_single)?"
                           r"(?:_nokd|_kdlw[0-9.]+)?)_([0-9.]+)pct_top1$")
 _DISTILL_SUFFIX = re.compile(r"_(nokd|kdlw([0-9.]+))$")
@@ -79,14 +79,14 @@ def _semisup_columns(rows: Sequence[dict]) -> list[tuple[str, str, str]]:
 def _columns(rows: Sequence[dict]) -> list[tuple[str, str, str]]:
     """:data:`COLUMNS` plus any other ``knn_top1_k{k}`` present (e.g. a non-default k) and the
     per-protocol semi-supervised columns."""
-    extra_k = sorted(
-        {int(m.group(1)) for r in rows for key in r if (m := _KNN_KEY.match(key))}
-        - {200, 20},
-        reverse=True,
-    )
+    found = {(int(m.group(1)), m.group(2) or "") for r in rows for key in r
+             if (m := _KNN_KEY.match(key))}
+    # other k of the weighted vote first, then DSPNet's majority-vote columns (eval/knn.py)
+    extra = sorted(found - {(200, ""), (20, "")}, key=lambda kv: (kv[1], -kv[0]))
     cols = list(COLUMNS)
     pos = COLUMN_KEYS.index("knn_top1_k20") + 1
-    cols[pos:pos] = [(f"knn_top1_k{k}", f"kNN@{k} top-1", "{:.2f}") for k in extra_k]
+    cols[pos:pos] = [(f"knn_top1_k{k}{vote}", f"kNN@{k}{' majority' if vote else ''} top-1",
+                      "{:.2f}") for k, vote in extra]
     semisup = _semisup_columns(rows)
     if semisup:
         pos = [k for k, _, _ in cols].index("semisup_top1")

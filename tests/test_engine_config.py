@@ -112,3 +112,19 @@ def test_batch_that_does_not_split_into_bn_groups_fails_at_load_time():
     with pytest.raises(ConfigError, match="method.bn_splits.*100.*8 equal groups"):
         load_config(None, ["data.batch_size=100", "method.bn_splits=8"])
     assert load_config(None, ["data.batch_size=96", "method.bn_splits=8"]).method.bn_splits == 8
+
+
+def test_distill_temperature_follows_the_method(tmp_path):
+    """SlimCLR Sec. 4.1: tau_2 = 5.0 for SlimCLR-MoCov2, 1.0 for SlimCLR-MoCov3; an explicit value
+    wins; the saved (resolved) config records the value the run used."""
+    assert load_config(None, []).recipe.distill_temperature == 5.0  # default job: mocov2
+    cfg = load_config(None, ["method.name=mocov3"])
+    assert cfg.recipe.distill_temperature == 1.0
+    assert load_config(None, ["method.name=simclr"]).recipe.distill_temperature == 1.0
+    assert load_config(None, ["method.name=mocov3", "recipe.distill_temperature=3"]) \
+        .recipe.distill_temperature == 3.0
+    saved = yaml.safe_load(save_config(cfg, tmp_path / "config.yaml").read_text())
+    assert saved["recipe"]["distill_temperature"] == 1.0
+    assert load_config(str(tmp_path / "config.yaml"), []).recipe.distill_temperature == 1.0
+    with pytest.raises(ConfigError, match="recipe.distill_temperature"):
+        load_config(None, ["recipe.distill_temperature=0"])

@@ -42,6 +42,7 @@ __all__ = [
     "EvalConfig",
     "DiagnosticsConfig",
     "Config",
+    "default_distill_temperature",
     "load_config",
     "apply_overrides",
     "config_to_dict",
@@ -144,7 +145,9 @@ class RecipeConfig:
                        "supervised")
     slow_start_epochs: Optional[float] = None  # None = half the epochs (SlimCLR)
     distill: str = choice("ce", "ce", "mse", "kl_emb", "none")
-    distill_temperature: float = 5.0
+    # temperature of the distillation targets (SlimCLR tau_2); None = the method's: 5.0 for
+    # mocov2, 1.0 for mocov3 and the rest (SlimCLR Sec. 4.1); the saved config shows the value
+    distill_temperature: Optional[float] = None
     weights: str = choice("sum_others", "sum_others", "max_other", "proportional", "cumulative",
                           "uniform")
     num_sampled: int = 4
@@ -208,10 +211,6 @@ class EvalConfig:
 
     knn_k: int = 200
     knn_t: float = 0.1
-    # majority: also score every member with DSPNet's majority vote (App. 0.A.2, K = 20) into
-    # knn_top1_k{k}_majority columns; weighted: the InstDisc columns only. None = majority for
-    # dspnet runs, weighted otherwise (the weighted columns are always written)
-    knn_vote: Optional[str] = choice(None, "weighted", "majority")
     # Online per-width kNN monitor (engine.monitors.KnnMonitor): every N epochs and at the end,
     # on a seeded bank of the train split and queries of the held-out split; 0 = off.
     knn_every_epochs: int = 10
@@ -428,11 +427,21 @@ def _validate_ranges(cfg: Config) -> None:
                           f"{cfg.method.label_smoothing}")
     if not (0.0 < cfg.data.train_fraction <= 1.0):
         raise ConfigError(f"config key 'data.train_fraction': must be in (0, 1], got {cfg.data.train_fraction}")
+    if cfg.recipe.distill_temperature is not None and cfg.recipe.distill_temperature <= 0:
+        raise ConfigError(f"config key 'recipe.distill_temperature': must be > 0 (or null for the "
+                          f"method's default), got {cfg.recipe.distill_temperature}")
     if cfg.recipe.group_reg > 0 and cfg.optim.weight_decay != 0:
         raise ConfigError(
             f"config keys 'recipe.group_reg' ({cfg.recipe.group_reg}) and 'optim.weight_decay' "
             f"({cfg.optim.weight_decay}): group regularization replaces weight decay on every "
             "online parameter (US3L); set optim.weight_decay=0")
+
+
+def default_distill_temperature(method: str) -> float:
+    """SlimCLR's online-distillation temperature tau_2 for ``method`` (Sec. 4.1, "Pre-training
+    of SlimCLR-MoCov2": tau_2 = 5.0; "... SlimCLR-MoCov3": tau_2 = 1.0). Methods the paper does
+    not train take MoCo v3's 1.0: their similarities are in-batch ones, like MoCo v3's."""
+    return 5.0 if method == "mocov2" else 1.0
 
 
 def _resolve_defaults(cfg: Config) -> None:
@@ -441,8 +450,8 @@ def _resolve_defaults(cfg: Config) -> None:
         cfg.recipe.update_mode = "accumulate" if cfg.recipe.name == "dspnet" else "sum"
     if cfg.method.fix_pred_lr is None:
         cfg.method.fix_pred_lr = cfg.method.name == "simsiam"
-    if cfg.eval.knn_vote is None:
-        cfg.eval.knn_vote = "majority" if cfg.recipe.name == "dspnet" else "weighted"
+    if cfg.recipe.distill_temperature is None:
+        cfg.recipe.distill_temperature = default_distill_temperature(cfg.method.name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -211,6 +211,10 @@ class EvalConfig:
 
     knn_k: int = 200
     knn_t: float = 0.1
+    # majority: also score every member with DSPNet's majority vote (App. 0.A.2, K = 20) into
+    # knn_top1_k{k}_majority columns; weighted: the InstDisc columns only. None = majority for
+    # dspnet runs, weighted otherwise (the weighted columns are always written)
+    knn_vote: Optional[str] = choice(None, "weighted", "majority")
     # Online per-width kNN monitor (engine.monitors.KnnMonitor): every N epochs and at the end,
     # on a seeded bank of the train split and queries of the held-out split; 0 = off.
     knn_every_epochs: int = 10
@@ -452,6 +456,8 @@ def _resolve_defaults(cfg: Config) -> None:
         cfg.method.fix_pred_lr = cfg.method.name == "simsiam"
     if cfg.recipe.distill_temperature is None:
         cfg.recipe.distill_temperature = default_distill_temperature(cfg.method.name)
+    if cfg.eval.knn_vote is None:
+        cfg.eval.knn_vote = "majority" if cfg.recipe.name == "dspnet" else "weighted"
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 import csv
 import math
 
-from slimssl.eval.report import COLUMN_KEYS, format_table, read_results, subnet_label, write_results
+import torch.multiprocessing as mp
+
+from slimssl.eval.report import (COLUMN_KEYS, format_table, merge_results, read_results,
+                                 subnet_label, write_results)
 
 
 def _rows():
@@ -56,3 +59,40 @@ def test_extra_knn_k_gets_a_column(tmp_path):
     assert "kNN@50 top-1" in text.splitlines()[0] and "70.00" in text
     write_results(tmp_path, rows)
     assert "kNN@50 top-1" in (tmp_path / "results.md").read_text()
+
+
+def _add_columns(run_dir: str, name: str, count: int, start) -> None:
+    start.wait()  # both writers begin together
+    for i in range(count):
+        merge_results(run_dir, [{"subnet": "w1.00", f"{name}_{i}": float(i)},
+                                {"subnet": "w0.50", f"{name}_{i}": float(-i)}])
+
+
+def test_two_writers_at_once_lose_no_column(tmp_path):
+    """Two processes each add 40 columns, one merge at a time, while this one reads: every
+    column of both is in the final files and no read ever sees half a file."""
+    count = 40
+    write_results(tmp_path, [{"subnet": "w1.00", "knn_top1_k200": 50.0}])
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    start = ctx.Event()
+    writers = [ctx.Process(target=_add_columns, args=(str(tmp_path), name, count, start))
+               for name in ("a", "b")]
+    for w in writers:
+        w.start()
+    start.set()
+    reads = 0
+    while any(w.is_alive() for w in writers):
+        rows = read_results(tmp_path)  # never a JSONDecodeError: files are replaced atomically
+        assert rows[0]["knn_top1_k200"] == 50.0
+        reads += 1
+    for w in writers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    rows = {r["subnet"]: r for r in read_results(tmp_path)}
+    expected = {f"{name}_{i}" for name in ("a", "b") for i in range(count)}
+    assert expected <= rows["w1.00"].keys() and expected <= rows["w0.50"].keys()
+    assert rows["w1.00"]["b_39"] == 39.0 and rows["w0.50"]["a_7"] == -7.0
+    assert rows["w1.00"]["knn_top1_k200"] == 50.0 and reads > 0
+    with (tmp_path / "results.csv").open() as f:
+        header = next(csv.reader(f))
+    assert expected <= set(header)

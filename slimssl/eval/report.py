@@ -12,11 +12,14 @@ SlimCLR (Zhao et al.) and DSPNet (Wang et al.). Cost is reported as MACs
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
 from pathlib import Path
 from typing import Any, Sequence
+
+from slimssl.fileio import atomic_write_text, file_lock
 
 __all__ = [
     "COLUMNS",
@@ -48,6 +51,7 @@ COLUMN_KEYS = [k for k, _, _ in COLUMNS]
 HEADERS = {k: h for k, h, _ in COLUMNS}
 _FORMATS = {k: f for k, _, f in COLUMNS}
 MISSING = "-"
+LOCK_FILE = "results.lock"  # held across every write and read-modify-write of results.*
 
 
 _KNN_KEY = re.compile(r"^knn_top1_k(\d+)(_majority)?$")
@@ -177,25 +181,31 @@ def _json_safe(v: Any) -> Any:
 
 
 def write_results(run_dir: str | Path, rows: Sequence[dict]) -> dict[str, Path]:
-    """Write ``results.json``, ``results.csv`` and ``results.md`` into ``run_dir``."""
+    """Write ``results.json``, ``results.csv`` and ``results.md`` into ``run_dir`` (under the
+    run's results lock; each file replaced atomically, so a reader never sees half of one)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(run_dir / LOCK_FILE):
+        return _write_unlocked(run_dir, rows)
+
+
+def _write_unlocked(run_dir: Path, rows: Sequence[dict]) -> dict[str, Path]:
     clean = [{str(k): _json_safe(v) for k, v in r.items()} for r in rows]
     paths = {
         "json": run_dir / "results.json",
         "csv": run_dir / "results.csv",
         "md": run_dir / "results.md",
     }
-    paths["json"].write_text(json.dumps({"columns": COLUMN_KEYS, "rows": clean}, indent=2))
+    atomic_write_text(paths["json"], json.dumps({"columns": COLUMN_KEYS, "rows": clean}, indent=2))
 
     keys = [k for k, _, _ in _columns(clean)]
     keys += sorted({k for r in clean for k in r} - set(keys))
-    with paths["csv"].open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(keys)
-        for r in clean:
-            writer.writerow(["" if _is_missing(r.get(k)) else _csv_cell(r.get(k)) for k in keys])
-    paths["md"].write_text(markdown_table(clean))
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(keys)
+    for r in clean:
+        writer.writerow(["" if _is_missing(r.get(k)) else _csv_cell(r.get(k)) for k in keys])
+    atomic_write_text(paths["csv"], table.getvalue())
+    atomic_write_text(paths["md"], markdown_table(clean))
     return paths
 
 
@@ -218,16 +228,19 @@ def merge_results(run_dir: str | Path, rows: Sequence[dict], key: str = "subnet"
 
     New values overwrite old ones of the same column; other columns (kNN, params, MACs) stay;
     members not yet in the table are appended. Without ``results.json`` the rows are written
-    as they are.
+    as they are. The read, merge and write happen under the run's results lock
+    (``results.lock``), so evaluations that finish together all keep their columns.
     """
-    path = Path(run_dir) / "results.json"
-    merged = read_results(path) if path.exists() else []
-    index = {r.get(key): r for r in merged}
-    for row in rows:
-        if row.get(key) in index:
-            index[row[key]].update(row)
-        else:
-            merged.append(dict(row))
-            index[row.get(key)] = merged[-1]
-    write_results(run_dir, merged)
+    run_dir = Path(run_dir)
+    path = run_dir / "results.json"
+    with file_lock(run_dir / LOCK_FILE):
+        merged = read_results(path) if path.exists() else []
+        index = {r.get(key): r for r in merged}
+        for row in rows:
+            if row.get(key) in index:
+                index[row[key]].update(row)
+            else:
+                merged.append(dict(row))
+                index[row.get(key)] = merged[-1]
+        _write_unlocked(run_dir, merged)
     return merged

@@ -116,24 +116,66 @@ def test_momentum_simclr_full_uses_base_loss_subnets_distil_through_head():
     assert "predictor" not in dict(method.target.named_children())
 
 
-@pytest.mark.parametrize("factory", [
-    lambda b: BYOL(b, 32, 8, 32),
-    lambda b: SimSiam(b, 32, 8, 4),
-    lambda b: SimCLR(b, 32, 8, 0.5),
-    lambda b: MomentumSimCLR(b, 32, 8, 32),
-])
-def test_methods_train_every_width(factory):
+def _neg_cos(a, b):
+    return -F.cosine_similarity(a, b.detach(), dim=1).mean()
+
+
+# Each method's loss from the projections z / predictions p it produced, written independently
+# of slimssl.methods.losses (Grill et al. 2020 Eq. 2 symmetrised; Chen & He 2021 Eq. 2;
+# Chen et al. 2020 Eq. 1; US3L: InfoNCE of the full network against the teacher's other view,
+# negative cosine of a sub-network's auxiliary head against it)
+def _byol_ref(zs, ps, target, full):
+    return (2 + 2 * _neg_cos(ps[0], target[1])) + (2 + 2 * _neg_cos(ps[1], target[0]))
+
+
+def _simsiam_ref(zs, ps, target, full):
+    return 0.5 * (_neg_cos(ps[0], zs[1]) + _neg_cos(ps[1], zs[0]))
+
+
+def _simclr_ref(zs, ps, target, full):
+    return nt_xent(zs[0], zs[1], 0.5)
+
+
+def _momentum_simclr_ref(zs, ps, keys, full):
+    k1, k2 = keys.chunk(2)
+    if full:
+        return 0.5 * (nt_xent(zs[0], k2, 0.5) + nt_xent(zs[1], k1, 0.5))
+    return 0.5 * (_neg_cos(ps[0], k2) + _neg_cos(ps[1], k1))
+
+
+@pytest.mark.parametrize("factory,reference", [
+    (lambda b: BYOL(b, 32, 8, 32), _byol_ref),
+    (lambda b: SimSiam(b, 32, 8, 4), _simsiam_ref),
+    (lambda b: SimCLR(b, 32, 8, 0.5), _simclr_ref),
+    (lambda b: MomentumSimCLR(b, 32, 8, 32, temperature=0.5), _momentum_simclr_ref),
+], ids=["byol", "simsiam", "simclr", "momentum_simclr"])
+def test_methods_train_every_width(factory, reference):
     torch.manual_seed(0)
     method = factory(_backbone("universal"))
     views = (torch.randn(6, 3, 16, 16), torch.randn(6, 3, 16, 16))
     target = method.target_forward(views)
-    for spec in (SubnetSpec(1.0), SubnetSpec(0.3)):
+    produced = []
+    project_views = method.project_views
+
+    def spy(*args, **kwargs):
+        zs, ps = project_views(*args, **kwargs)
+        produced.append(([z.detach() for z in zs], None if ps is None else
+                         [p.detach() for p in ps]))
+        return zs, ps
+
+    method.project_views = spy
+    # the stem has 32 output channels: all at width 1.0, round(32 x 0.3 = 9.6) = 10 at 0.3
+    for spec, active in ((SubnetSpec(1.0), 32), (SubnetSpec(0.3), 10)):
         method.zero_grad()
         out = method.subnet_forward(views, spec, target)
-        assert torch.isfinite(out.loss) and out.embedding.shape[0] == 12
+        zs, ps = produced[-1]
+        want = reference(zs, ps, target, spec.width == 1.0)
+        assert out.loss.item() == pytest.approx(float(want), abs=1e-5)
+        assert out.embedding.shape[0] == 12  # both views of the batch of 6
         out.loss.backward()
-        grads = [p.grad for p in method.online.backbone.parameters() if p.grad is not None]
-        assert grads and all(torch.isfinite(g).all() for g in grads)
+        # only the member's channels learn: the stem rows beyond ``active`` get exactly zero
+        rows = method.online.backbone.conv1.weight.grad.flatten(1).abs().sum(1)
+        assert (rows[:active] > 0).all() and torch.equal(rows[active:], torch.zeros(32 - active))
         detached = out.detach()
         assert not detached.loss.requires_grad and not detached.embedding.requires_grad
     if method.target is not None:

@@ -4,7 +4,9 @@ the number of decoded images alive stays under ``data.max_images_held``."""
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,8 @@ from slimssl.data import (DataError, ImageTensorDataset, StreamingImageFolder, l
 from slimssl.engine.config import load_config
 from slimssl.eval.family import knn_family
 from slimssl.eval.feature_store import FeatureCacheError, FeatureStore, state_fingerprint
-from slimssl.eval.semisup import labelled_subset
+from slimssl.eval.linear_eval import ProbeCheckpoint, ProbeRecipe, linear_eval
+from slimssl.eval.semisup import FinetuneRecipe, finetune_member, labelled_subset
 from slimssl.models.registry import create
 
 
@@ -165,3 +168,65 @@ def test_feature_cache_is_reused_and_refused_for_other_weights(folder, tmp_path)
     fresh = _store(tmp_path, model, refresh=True).extract(make, specs, train, "train", tf,
                                                           batch_size=32, num_workers=0)
     assert len(built) == 2 and not torch.equal(fresh[specs[0]].load(), before)
+
+
+def _sets(folder, mode):
+    return [load_split(data_cfg(folder, mode), s) for s in ("train", "test")]
+
+
+TINY_PROBE = ProbeRecipe("tiny", epochs=2, lr=0.1, batch_size=32, schedule="cosine", bn=True)
+
+
+@pytest.mark.parametrize("mode", ["fast", "augment"])
+def test_streamed_linear_probes_equal_in_memory(folder, tmp_path, mode):
+    """Same batches (one seeded order), same crops, same features: the numbers agree to float
+    rounding; stated tolerance 1e-6 on every accuracy (they are equal here)."""
+    model = tiny_backbone()
+    specs = model.family()
+    ref = linear_eval(model, specs, *_sets(folder, "memory"), 3, TINY_PROBE, mode,
+                      batch_size=32, seed=1)
+    got = linear_eval(model, specs, *_sets(folder, "stream"), 3, TINY_PROBE, mode,
+                      batch_size=32, seed=1, store=_store(tmp_path, model))
+    for kind in ("switchable", "slimmable"):
+        for spec in specs:
+            for key in ("top1", "top5"):
+                assert abs(ref[kind][spec][key] - got[kind][spec][key]) <= 1e-6, (kind, spec, key)
+    assert 0 < ref["switchable"][specs[0]]["top1"] < 100
+
+
+def test_streamed_semisupervised_finetune_equals_in_memory(folder, tmp_path):
+    model = tiny_backbone()
+    spec = model.family()[1]
+    recipe = FinetuneRecipe(epochs=1, batch_size=16)
+    results = []
+    for mode in ("memory", "stream"):
+        train, test = _sets(folder, mode)
+        idx, _ = labelled_subset(train.labels, 0.25, tmp_path / mode)
+        results.append(finetune_member(model, spec, train.subset(idx), test, 3, recipe, seed=2))
+    assert results[0] == pytest.approx(results[1], abs=1e-6)
+
+
+def test_an_interrupted_probe_resumes_exactly(folder):
+    """Epoch checkpoints (probes, optimizer, epochs done): stopping after epoch 1 and resuming
+    gives the uninterrupted run's probes; the augment crops are seeded per epoch."""
+    model = tiny_backbone()
+    specs = model.family()
+    train, test = _sets(folder, "stream")
+    recipe = replace(TINY_PROBE, epochs=3)
+    saved: list[dict] = []
+    full = linear_eval(model, specs, train, test, 3, recipe, "augment", batch_size=32,
+                       checkpoint=ProbeCheckpoint(save=lambda s: saved.append(copy.deepcopy(s))))
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(state):
+        raise Stop
+
+    with pytest.raises(Stop):
+        linear_eval(model, specs, train, test, 3, recipe, "augment", batch_size=32,
+                    checkpoint=ProbeCheckpoint(save=stop_after_first))
+    resumed = linear_eval(model, specs, train, test, 3, recipe, "augment", batch_size=32,
+                          checkpoint=ProbeCheckpoint(state=saved[0]))
+    assert [s["epoch"] for s in saved] == [1, 2, 3]
+    assert resumed == full

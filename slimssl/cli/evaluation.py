@@ -25,6 +25,8 @@ class EvalRun:
     test_set: object
     num_classes: int
     recalibrate: Callable | None
+    store: object = None  # the run's FeatureStore (RUN/features)
+    loading: dict | None = None  # num_workers / max_images_held of the data loaders
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,35 +36,84 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="training batch (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of probe init, batch order, augmentation and labelled subsets")
+    p.add_argument("--resume", choices=["auto"],
+                   help="auto: continue an interrupted probe from its last epoch checkpoint "
+                        "(RUN/probe_checkpoints/)")
+    add_data_arguments(p)
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """``--data-mode`` and ``--refresh-features`` (every evaluation command)."""
+    p.add_argument("--data-mode", choices=["auto", "memory", "stream"],
+                   help="decode the data into memory or stream it from disk with DataLoader "
+                        "workers (default: the run's data.mode; auto streams large folders)")
+    p.add_argument("--refresh-features", action="store_true",
+                   help="re-extract cached features (RUN/features) instead of refusing ones "
+                        "of other weights")
 
 
 def open_run(args: argparse.Namespace) -> EvalRun:
     """Rebuild the backbone (on the GPU when there is one) and load the train/test splits."""
-    from slimssl.data import eval_transform, load_dataset
     from slimssl.cli.members import open_run as open_checkpoint
-    from slimssl.eval.family import recalibrate_if_universal
+    from slimssl.cli.report import feature_store
+    from slimssl.data import eval_transform, load_split
+    from slimssl.dist import init_distributed
+    from slimssl.eval.family import needs_recalibration, recalibrate_if_universal
 
     run = open_checkpoint(args.run, args.data)
     cfg, run_dir = run.cfg, run.directory
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    backbone = run.backbone.to(device)
+    if getattr(args, "data_mode", None):
+        cfg.data.mode = args.data_mode
+    info = init_distributed()  # under torchrun: this rank's GPU (else the GPU, else the CPU)
+    backbone = run.backbone.to(info.device)
     d = cfg.data
-    train = load_dataset(d.path, "train", d.image_size, seed=cfg.train.seed, cache_dir=d.cache_dir)
-    test = load_dataset(d.path, "test", d.image_size, seed=cfg.train.seed, cache_dir=d.cache_dir)
-    if not (hasattr(train, "images") and hasattr(test, "images")):
-        raise NotImplementedError(
-            f"dataset {d.path!r} is streamed from disk (too large to hold in memory); linear and "
-            "semi-supervised evaluation need an in-memory dataset for now")
+    train = load_split(d, "train", cfg.train.seed)  # in memory or streamed (data.mode)
+    test = load_split(d, "test", cfg.train.seed)
     if getattr(train, "labels", None) is None or getattr(test, "labels", None) is None:
         raise ValueError(f"dataset {d.path!r} has no labels; pass a labelled one with --data")
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     transform = eval_transform(train.mean, train.std)
 
     def recalibrate(model, spec) -> None:
-        recalibrate_if_universal(model, spec, train.images, transform, cfg.eval.recalib_images)
+        recalibrate_if_universal(model, spec, train, transform, cfg.eval.recalib_images)
 
+    store = feature_store(cfg, backbone, run_dir / "features",
+                          getattr(args, "refresh_features", False), distributed=True)
     return EvalRun(cfg, backbone, run_dir, train, test, num_classes,
-                   recalibrate if backbone.norm_mode == "universal" else None)
+                   recalibrate if needs_recalibration(backbone) else None, store,
+                   {"num_workers": d.num_workers, "max_images_held": d.max_images_held})
+
+
+def probe_checkpoint(run: EvalRun, args: argparse.Namespace, protocol: dict):
+    """Epoch checkpoints of one probe training (``RUN/probe_checkpoints/<name>-<hash>/``, the
+    engine's atomic files), keyed by ``protocol`` and the weights; with ``--resume auto`` the
+    newest is loaded. Only rank 0 writes."""
+    import hashlib
+    import json
+
+    from slimssl.dist import is_main
+    from slimssl.engine.checkpoint import load_latest_checkpoint, save_checkpoint
+    from slimssl.eval.linear_eval import ProbeCheckpoint
+
+    key = json.dumps({**protocol, "weights": run.store.weights}, sort_keys=True, default=str)
+    directory = (run.run_dir / "probe_checkpoints" /
+                 f"{protocol['name']}-{hashlib.sha256(key.encode()).hexdigest()[:12]}")
+    state = None
+    if getattr(args, "resume", None) == "auto":
+        found = load_latest_checkpoint(directory)
+        if found is not None:
+            state = found[1]["probe"]
+            print(f"resuming from {found[0]} (epoch {state['epoch']})")
+        else:
+            print(f"--resume auto: no checkpoint in {directory} yet, starting from scratch")
+
+    def save(probe_state: dict) -> None:
+        if is_main():
+            save_checkpoint(directory, {"format": "slimssl-probe-v1", "protocol": key,
+                                        "probe": probe_state},
+                            probe_state["epoch"], probe_state["step"], keep=2)
+
+    return ProbeCheckpoint(save, state)
 
 
 def _cost(run: EvalRun, spec) -> dict[str, float]:
@@ -78,9 +129,12 @@ def _cost(run: EvalRun, spec) -> dict[str, float]:
 def publish(run: EvalRun, per_member: Mapping[Hashable, dict]) -> list[dict]:
     """Merge ``{spec: {column: value}}`` into ``results.{json,csv,md}`` by sub-network label,
     redraw ``accuracy_vs_macs.png`` (one line per protocol) and print the table."""
+    from slimssl.dist import is_main
     from slimssl.eval.plot import plot_metrics
     from slimssl.eval.report import format_table, merge_results, read_results
 
+    if not is_main():  # under torchrun every rank holds the numbers; rank 0 writes them
+        return []
     path = run.run_dir / "results.json"
     known = {r.get("subnet"): r for r in read_results(path)} if path.exists() else {}
     rows = []

@@ -22,8 +22,19 @@ def _fraction(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from slimssl.dist import cleanup_distributed
+
+    try:
+        return _run(args)
+    finally:
+        cleanup_distributed()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from slimssl.cli import finetune_slimmable
-    from slimssl.cli.evaluation import open_run, publish
+    from slimssl.cli.evaluation import open_run, probe_checkpoint, publish
     from slimssl.eval.linear_eval import SEMISUP_LINEAR, result_rows
     from slimssl.eval.semisup import (FinetuneRecipe, finetune_family, fraction_tag,
                                       labelled_subset, semisup_linear)
@@ -33,7 +44,14 @@ def run(args: argparse.Namespace) -> int:
     if args.fraction is None:
         raise SystemExit(f"slimssl finetune: --fraction is required for the {args.protocol} "
                          "protocol (e.g. --fraction 0.01)")
+    if args.protocol == "finetune" and args.resume:
+        raise NotImplementedError("--resume continues linear probes (linear, finetune "
+                                  "--linear-only, finetune --slimmable); per-member fine-tuning "
+                                  "restarts: run it again without --resume")
     run_ = open_run(args)
+    if args.protocol == "finetune" and run_.store.world > 1:
+        raise NotImplementedError("per-member fine-tuning runs in one process; under torchrun "
+                                  "use knn, linear or finetune --linear-only / --slimmable")
     idx, path = labelled_subset(run_.train_set.labels, args.fraction, run_.run_dir, args.seed)
     train = run_.train_set.subset(idx)
     specs = run_.backbone.family()
@@ -43,14 +61,22 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.protocol == "linear":
         recipe = replace(SEMISUP_LINEAR, **overrides, **({"lr": args.lr_head} if args.lr_head else {}))
+        tag = f"train_{fraction_tag(args.fraction)}_seed{args.seed}"  # the subset's features
+        checkpoint = probe_checkpoint(run_, args, {
+            "name": f"semisup_linear_{fraction_tag(args.fraction)}", "mode": args.mode,
+            "recipe": asdict(recipe), "seed": args.seed, "subset": str(path),
+            "data": run_.cfg.data.path, "train_images": len(train)})
         results = semisup_linear(run_.backbone, specs, train, run_.test_set, run_.num_classes,
-                                 recipe, args.mode, run_.recalibrate, seed=args.seed, log=print)
+                                 recipe, args.mode, run_.recalibrate, seed=args.seed, log=print,
+                                 store=run_.store, checkpoint=checkpoint, train_split=tag,
+                                 **run_.loading)
     else:
         lrs = {"backbone_lr": args.lr_backbone, "head_lr": args.lr_head}
         recipe = replace(FinetuneRecipe(), **overrides,
                          **{k: v for k, v in lrs.items() if v is not None})
         results = finetune_family(run_.backbone, specs, train, run_.test_set, run_.num_classes,
-                                  recipe, run_.recalibrate, seed=args.seed, log=print)
+                                  recipe, run_.recalibrate, seed=args.seed, log=print,
+                                  **run_.loading)
     publish(run_, result_rows({fraction_tag(args.fraction): results}, f"semisup_{args.protocol}"))
     return 0
 

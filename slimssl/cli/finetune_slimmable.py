@@ -121,14 +121,14 @@ def run(args: argparse.Namespace) -> int:
     if not is_main():
         return 0
     classifier = trainer.method.online
-    images = run_.train_set.images[idx]
+    labelled = run_.train_set.subset(idx)  # in memory or streamed: only these files are read
     transform = eval_transform(run_.train_set.mean, run_.train_set.std)
 
     def recalibrate(model, spec) -> None:
-        recalibrate_if_universal(model, spec, images, transform, cfg.eval.recalib_images)
+        recalibrate_if_universal(model, spec, labelled, transform, cfg.eval.recalib_images)
 
     results = classify_family(classifier, classifier.backbone.family(), run_.test_set,
-                              recalibrate)
+                              recalibrate, **run_.loading)
     prefix = column_prefix(args.init, suffix)
     publish(run_, result_rows({tag: results}, prefix))
     return 0

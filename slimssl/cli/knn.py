@@ -16,8 +16,8 @@ def run(args: argparse.Namespace) -> int:
     from slimssl.dist import cleanup_distributed, init_distributed
 
     run_ = open_run(args.run, args.data)
-    if args.mode is not None:
-        run_.cfg.data.mode = args.mode
+    if args.data_mode is not None:
+        run_.cfg.data.mode = args.data_mode
     if args.knn_vote is not None:
         run_.cfg.eval.knn_vote = args.knn_vote
     info = init_distributed(run_.cfg.train.device)
@@ -30,17 +30,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_data_mode_argument(p: argparse.ArgumentParser) -> None:
-    """``--data-mode`` and ``--refresh-features``, shared by the evaluation commands."""
-    p.add_argument("--data-mode", dest="mode", choices=["auto", "memory", "stream"],
-                   help="decode the data into memory or stream it from disk with DataLoader "
-                        "workers (default: the run's data.mode; auto streams large folders)")
-    p.add_argument("--refresh-features", action="store_true",
-                   help="re-extract cached features (RUN/features) instead of refusing ones "
-                        "of other weights")
-
-
 def add_parser(sub) -> None:
+    from slimssl.cli.evaluation import add_data_arguments
+
     p = sub.add_parser("knn", help="kNN-evaluate and export every member of a pre-trained run")
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
@@ -50,5 +42,5 @@ def add_parser(sub) -> None:
                         "neighbour); weighted: InstDisc's exp(sim/T) vote only, always written "
                         "as knn_top1_k{k} (default: the run's eval.knn_vote: majority for "
                         "DSPNet runs, weighted otherwise)")
-    add_data_mode_argument(p)
+    add_data_arguments(p)
     p.set_defaults(func=run)

@@ -31,7 +31,18 @@ def _kinds(text: str) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimssl.cli.evaluation import open_run, publish
+    from slimssl.dist import cleanup_distributed
+
+    try:
+        return _run(args)
+    finally:
+        cleanup_distributed()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from slimssl.cli.evaluation import open_run, probe_checkpoint, publish
     from slimssl.eval.linear_eval import linear_eval, result_rows
 
     run_ = open_run(args)
@@ -42,9 +53,14 @@ def run(args: argparse.Namespace) -> int:
           f"{recipe.batch_size}, BN {'on' if recipe.bn else 'off'}, distill "
           f"{'on' if args.distill else 'off'} | {len(specs)} members, "
           f"{len(run_.train_set)} train / {len(run_.test_set)} test images")
+    checkpoint = probe_checkpoint(run_, args, {
+        "name": "linear", "mode": args.mode, "recipe": asdict(recipe), "kinds": args.probe,
+        "distill": args.distill, "seed": args.seed, "data": run_.cfg.data.path,
+        "train_images": len(run_.train_set)})
     results = linear_eval(run_.backbone, specs, run_.train_set, run_.test_set, run_.num_classes,
                           recipe, args.mode, args.probe, args.distill, run_.recalibrate,
-                          seed=args.seed, log=print)
+                          seed=args.seed, log=print, store=run_.store, checkpoint=checkpoint,
+                          **run_.loading)
     protocol = (f"{recipe.name} {args.mode} {recipe.epochs}ep lr{recipe.lr:g} "
                 f"bs{recipe.batch_size}{' bn' if recipe.bn else ''}{' distill' if args.distill else ''}")
     rows = result_rows(results)

@@ -91,19 +91,6 @@ def frozen_family(model: SlimmableModel, specs: Sequence[SubnetSpec], train_set,
     return FrozenFamily(model, specs, recalibrate)
 
 
-@torch.no_grad()
-def family_features(family: FrozenFamily, dataset, transform, batch_size: int = 256,
-                    num_workers: int = 0, max_images_held: int | None = None
-                    ) -> dict[SubnetSpec, torch.Tensor]:
-    """In-memory features ``{spec: (N, C)}`` of ``dataset`` for every member, one pass."""
-    device = next(family.model.parameters()).device
-    parts: dict = {spec: [] for spec in family.specs}
-    for x, _ in ordered_batches(dataset, None, batch_size, num_workers, max_images_held):
-        for spec, f in family(transform(x.to(device))).items():
-            parts[spec].append(f.cpu())
-    return {spec: torch.cat(p) for spec, p in parts.items()}
-
-
 def knn_family(model: SlimmableModel, specs: Sequence[SubnetSpec], train_set, test_set,
                ks: Sequence[int] = (200, 20), t: float = 0.1, batch_size: int = 256,
                recalib_images: int = 2000, cache: BNStatsCache | None = None,
@@ -135,10 +122,8 @@ def knn_family(model: SlimmableModel, specs: Sequence[SubnetSpec], train_set, te
 
     if store is None:
         family = make_family()
-        bank = family_features(family, train_set, transform, batch_size, num_workers,
-                               max_images_held)
-        query = family_features(family, test_set, transform, batch_size, num_workers,
-                                max_images_held)
+        bank = family.features(train_set, transform, batch_size, num_workers, max_images_held)
+        query = family.features(test_set, transform, batch_size, num_workers, max_images_held)
         banks = {s: (lambda f=bank[s]: [(f, train_set.labels)]) for s in specs}
         queries = {s: (lambda f=query[s]: [(f, test_set.labels)]) for s in specs}
     else:

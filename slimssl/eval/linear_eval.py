@@ -33,9 +33,12 @@ from typing import Callable, Hashable, Iterable, Iterator, Literal, Mapping, Seq
 import torch
 from torch import nn
 
-from slimssl.data import BatchAugment, eval_transform, make_loader
+from slimssl.data import (BatchAugment, ImageTensorDataset, eval_transform, make_loader,
+                          ordered_batches)
 from slimssl.data.views import SUPERVISED_VIEW
-from slimssl.eval.features import Recalibrate, features_per_subnet
+from slimssl.dist import concat_all_gather, get_rank, get_world_size
+from slimssl.eval.feature_store import FeatureStore, ShardedFeatures
+from slimssl.eval.features import Recalibrate
 from slimssl.eval.linear_probe import LinearProbes, ProbeKind, evaluate_probes, probe_loss
 from slimssl.schedule import schedule_scale, set_lr
 
@@ -48,7 +51,9 @@ __all__ = [
     "linear_view",
     "ProbeSet",
     "FrozenFamily",
+    "ProbeCheckpoint",
     "train_probe_set",
+    "evaluate_features",
     "linear_eval_cached",
     "linear_eval",
     "result_rows",
@@ -173,26 +178,81 @@ class FrozenFamily:
             self.model.train(was_training)
         return out
 
-    def features(self, images, transform, batch_size: int = 256) -> dict[Hashable, torch.Tensor]:
-        """Features of a whole image tensor, once per member (CPU tensors)."""
-        return features_per_subnet(self.model, self.specs, images, transform, batch_size,
-                                   recalibrate=self.prepare)
+    @torch.no_grad()
+    def features(self, data, transform, batch_size: int = 256, num_workers: int = 0,
+                 max_images_held: int | None = None) -> dict[Hashable, torch.Tensor]:
+        """In-memory features ``{spec: (N, C)}`` (CPU) of a uint8 image tensor or a dataset (in
+        memory or streamed), every member from one pass over the images."""
+        device = next(self.model.parameters()).device
+        if isinstance(data, torch.Tensor):
+            batches: Iterable = (data[i:i + batch_size] for i in range(0, data.shape[0], batch_size))
+        else:
+            batches = (x for x, _ in ordered_batches(data, None, batch_size, num_workers,
+                                                     max_images_held))
+        parts: dict[Hashable, list[torch.Tensor]] = {spec: [] for spec in self.specs}
+        for x in batches:
+            for spec, f in self(transform(x.to(device))).items():
+                parts[spec].append(f.cpu())
+        if not any(parts.values()):
+            raise ValueError("no images to extract features from")
+        return {spec: torch.cat(p) for spec, p in parts.items()}
+
+
+#: Features of one member: in memory, or shards on disk (:class:`ShardedFeatures`).
+Features = torch.Tensor | ShardedFeatures
+
+
+def _rows(feats: Features, idx: torch.Tensor) -> torch.Tensor:
+    return feats.rows(idx.cpu()) if isinstance(feats, ShardedFeatures) else feats[idx.to(feats.device)]
+
+
+@dataclass
+class ProbeCheckpoint:
+    """Where a long probe training saves itself after every epoch, and the state it resumes
+    from (both optional). ``save(state)`` must write atomically (the CLI uses the engine's
+    checkpoints); ``state`` is what an earlier ``save`` received."""
+
+    save: Callable[[dict], None] | None = None
+    state: dict | None = None
 
 
 def train_probe_set(probes: ProbeSet, epoch_batches: Callable[[int], Batches], epochs: int,
                     steps_per_epoch: int, recipe: ProbeRecipe, distill: bool = False,
-                    log: Log | None = None) -> list[float]:
+                    log: Log | None = None, images_per_step: int | None = None,
+                    checkpoint: ProbeCheckpoint | None = None) -> list[float]:
     """SGD over ``epochs`` x ``steps_per_epoch`` batches from ``epoch_batches(epoch)``; the
-    learning rate follows ``recipe.lr_at`` per step. Returns the mean loss of each epoch."""
+    learning rate follows ``recipe.lr_at`` per step. Returns the mean loss of each epoch.
+
+    ``epoch_batches(epoch)`` must depend on ``epoch`` alone (seeded per epoch), so that a run
+    resumed from ``checkpoint.state`` (probes, optimizer, epochs done) continues exactly as
+    an uninterrupted one. ``log`` gets a line about every tenth of an epoch (long epochs) and
+    after every tenth epoch, with img/s and the time left."""
     opt = torch.optim.SGD(probes.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay)
     total = max(1, epochs * steps_per_epoch)
-    step, history = 0, []
+    step, history, first = 0, [], 0
+    if checkpoint is not None and checkpoint.state is not None:
+        state = checkpoint.state
+        probes.load_state_dict(state["probes"])
+        opt.load_state_dict(state["optimizer"])
+        first, step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
+        if log is not None:
+            log(f"probe: resumed after epoch {first}/{epochs}")
     probes.train()
-    start = time.perf_counter()
-    for epoch in range(epochs):
+    start, start_step, seen = time.perf_counter(), step, 0
+    every = max(1, steps_per_epoch // 10) if steps_per_epoch >= 100 else 0
+    lr = recipe.lr_at(step, total)
+
+    def status() -> str:
+        elapsed = time.perf_counter() - start
+        rate = (step - start_step) / max(elapsed, 1e-9)
+        eta = (total - step) / rate if rate > 0 else float("nan")
+        images = f", {seen / max(elapsed, 1e-9):.0f} img/s" if seen else ""
+        return f"lr {lr:.4g} ({elapsed:.0f} s{images}, ETA {eta / 60:.1f} min)"
+
+    for epoch in range(first, epochs):
         losses = []
-        for feats, y in epoch_batches(epoch):
+        for i, (feats, y) in enumerate(epoch_batches(epoch)):
             lr = recipe.lr_at(step, total)
             set_lr(opt, lr)
             loss = probes.loss(feats, y, distill)
@@ -201,24 +261,31 @@ def train_probe_set(probes: ProbeSet, epoch_batches: Callable[[int], Batches], e
             opt.step()
             losses.append(float(loss.detach()))
             step += 1
+            seen += int(y.shape[0]) if images_per_step is None else images_per_step
+            if log is not None and every and (i + 1) % every == 0 and i + 1 < steps_per_epoch:
+                log(f"probe epoch {epoch + 1}/{epochs} step {i + 1}/{steps_per_epoch} loss "
+                    f"{losses[-1]:.4f} {status()}")
         history.append(sum(losses) / max(1, len(losses)))
+        if checkpoint is not None and checkpoint.save is not None:
+            checkpoint.save({"probes": probes.state_dict(), "optimizer": opt.state_dict(),
+                             "epoch": epoch + 1, "step": step, "history": history})
         if log is not None and ((epoch + 1) % max(1, epochs // 10) == 0 or epoch + 1 == epochs):
-            log(f"probe epoch {epoch + 1}/{epochs} loss {history[-1]:.4f} lr {lr:.4g} "
-                f"({time.perf_counter() - start:.0f} s)")
+            log(f"probe epoch {epoch + 1}/{epochs} loss {history[-1]:.4f} {status()}")
     probes.eval()
     return history
 
 
-def _cached_batches(feats: Mapping[Hashable, torch.Tensor], y: torch.Tensor, batch_size: int,
+def _cached_batches(feats: Mapping[Hashable, Features], y: torch.Tensor, batch_size: int,
                     seed: int) -> Callable[[int], Iterator]:
+    """Epoch ``e``: the rows in the order ``randperm(n, seed + e)``, in batches."""
     n = y.shape[0]
 
     def epoch_batches(epoch: int) -> Iterator:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
-        order = order.to(y.device)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            yield {k: x[idx] for k, x in feats.items()}, y[idx]
+            yield ({k: _rows(x, idx).to(y.device, torch.float32) for k, x in feats.items()},
+                   y[idx.to(y.device)])
 
     return epoch_batches
 
@@ -230,75 +297,165 @@ def _seeded_probes(dims: Mapping[Hashable, int], num_classes: int, kinds: Sequen
         return ProbeSet(dims, num_classes, kinds, bn).to(device)
 
 
-def linear_eval_cached(feats_train: Mapping[Hashable, torch.Tensor], y_train: torch.Tensor,
-                       feats_test: Mapping[Hashable, torch.Tensor], y_test: torch.Tensor,
+def _dims(feats: Mapping[Hashable, Features]) -> dict[Hashable, int]:
+    return {k: (x.dim if isinstance(x, ShardedFeatures) else x.shape[1]) for k, x in feats.items()}
+
+
+def evaluate_features(probes: ProbeSet, feats: Mapping[Hashable, Features], y: torch.Tensor
+                      ) -> dict[str, dict[Hashable, dict[str, float]]]:
+    """:meth:`ProbeSet.evaluate` on in-memory features, or shard by shard on feature shards
+    (accuracies weighted by shard size: the same numbers, bounded memory)."""
+    if not any(isinstance(x, ShardedFeatures) for x in feats.values()):
+        return probes.evaluate(feats, y)
+    first = next(iter(feats.values()))
+    total: dict = {}
+    n_all = sum(first.counts)
+    dev = y.device
+    for s, n in enumerate(first.counts):
+        shards = {k: next(x.shards([s])) for k, x in feats.items()}
+        labels = next(iter(shards.values()))[1].to(dev)  # the shard's own labels
+        block = {k: f.to(dev) for k, (f, _) in shards.items()}
+        for kind, per in probes.evaluate(block, labels).items():
+            for m, acc in per.items():
+                row = total.setdefault(kind, {}).setdefault(m, {"top1": 0.0, "top5": 0.0})
+                row["top1"] += acc["top1"] * n / n_all
+                row["top5"] += acc["top5"] * n / n_all
+                row["feature_dim"] = acc["feature_dim"]
+    return total
+
+
+def linear_eval_cached(feats_train: Mapping[Hashable, Features], y_train: torch.Tensor,
+                       feats_test: Mapping[Hashable, Features], y_test: torch.Tensor,
                        num_classes: int, recipe: ProbeRecipe = RECIPES["dspnet"],
                        kinds: Sequence[ProbeKind] = PROBE_KINDS, distill: bool = False,
                        seed: int = 0, device: torch.device | str = "cpu",
-                       log: Log | None = None) -> dict[str, dict[Hashable, dict[str, float]]]:
-    """Fast mode: train every kind of probe for every member on cached features.
-
-    Returns ``{kind: {member: {"top1", "top5"}}}`` on the test features."""
+                       log: Log | None = None, checkpoint: ProbeCheckpoint | None = None
+                       ) -> dict[str, dict[Hashable, dict[str, float]]]:
+    """Fast mode: train every kind of probe for every member on cached features (in memory or
+    shards on disk, read a batch of rows at a time). Returns ``{kind: {member: {"top1",
+    "top5"}}}`` on the test features."""
     if set(feats_train) != set(feats_test):
         raise ValueError("train and test features must cover the same members")
     dev = torch.device(device)
-    xs = {k: x.to(dev, torch.float32) for k, x in feats_train.items()}
+    xs = {k: (x if isinstance(x, ShardedFeatures) else x.to(dev, torch.float32))
+          for k, x in feats_train.items()}
     y = y_train.to(dev, torch.long)
     n = y.shape[0]
     bs = max(1, min(recipe.batch_size, n))
-    probes = _seeded_probes({k: x.shape[1] for k, x in xs.items()}, num_classes, kinds,
-                            recipe.bn, seed, dev)
-    train_probe_set(probes, _cached_batches(xs, y, bs, seed), recipe.epochs, math.ceil(n / bs),
-                    recipe, distill, log)
-    return probes.evaluate(feats_test, y_test)
+    probes = _seeded_probes(_dims(xs), num_classes, kinds, recipe.bn, seed, dev)
+    train_probe_set(probes, _cached_batches(xs, y, bs, seed), recipe.epochs,
+                    math.ceil(n / bs), recipe, distill, log, checkpoint=checkpoint)
+    return evaluate_features(probes, feats_test, y_test.to(dev))
+
+
+def _interleave(t: torch.Tensor, world: int) -> torch.Tensor:
+    """Rows gathered rank after rank -> the order of the global batch (rank ``r`` holds its
+    rows ``r, r + world, ...``, as a DistributedSampler hands them out)."""
+    return t.reshape(world, -1, *t.shape[1:]).transpose(0, 1).reshape(-1, *t.shape[1:])
 
 
 def _augmented_batches(family: FrozenFamily, train_set, recipe: ProbeRecipe, image_size: int,
-                       seed: int, device: torch.device) -> tuple[Callable[[int], Iterator], int]:
-    loader = make_loader(train_set, recipe.batch_size, shuffle=True, drop_last=False, seed=seed,
-                         device=device)
+                       seed: int, device: torch.device, num_workers: int = 0,
+                       max_images_held: int | None = None
+                       ) -> tuple[Callable[[int], Iterator], int]:
+    """Augmented batches through the frozen family. Epoch ``e`` draws the order and the crops
+    from ``seed + e`` alone (so a resumed run repeats them). Under ``torchrun`` every rank
+    decodes and embeds ``1 / world`` of each batch; the crops of the whole batch are drawn on
+    every rank from the same generator (the other ranks' rows stay blank) and the features
+    gathered, so every rank trains identical probes on the global batch -- the batch, crops
+    and BatchNorm statistics of one process."""
+    world, rank = get_world_size(), get_rank()
+    if recipe.batch_size % world:
+        raise ValueError(f"the probe batch {recipe.batch_size} must split evenly over {world} "
+                         "processes; pass --batch-size divisible by the number of processes")
+    if world > 1 and len(train_set) % world:
+        raise ValueError(f"{len(train_set)} training images do not split evenly over {world} "
+                         "processes (a padded sampler would repeat images); use a number of "
+                         "processes that divides the training set")
+    loader = make_loader(train_set, recipe.batch_size // world, shuffle=True, drop_last=False,
+                         seed=seed, rank=rank, world_size=world, num_workers=num_workers,
+                         device=device, max_images_held=max_images_held)
     view = linear_view(image_size, train_set.mean, train_set.std)
-    gen = torch.Generator(device=device).manual_seed(seed)
 
     def epoch_batches(epoch: int) -> Iterator:
         loader.set_epoch(epoch)
+        gen = torch.Generator(device=device).manual_seed(seed + epoch)
         for x, y in loader:
-            yield family(view(x.to(device), gen)), y.to(device)
+            x, y = x.to(device), y.to(device)
+            if world == 1:
+                yield family(view(x, gen)), y
+                continue
+            full = x.new_zeros((x.shape[0] * world, *x.shape[1:]))
+            full[rank::world] = x
+            feats = family(view(full, gen)[rank::world])
+            yield ({k: _interleave(concat_all_gather(f), world) for k, f in feats.items()},
+                   _interleave(concat_all_gather(y), world))
 
     return epoch_batches, len(loader)
+
+
+def stored_size(dataset) -> int:
+    """Side of the (square) images a dataset yields: the crop size augment modes default to."""
+    if isinstance(dataset, ImageTensorDataset):
+        return int(dataset.images.shape[-1])
+    if getattr(dataset, "image_size", None):
+        return int(dataset.image_size)
+    raise ValueError(f"images of '{dataset.source}' keep their own sizes; set data.image_size "
+                     "(or pass image_size) so that they can be batched and cropped")
 
 
 def linear_eval(model: nn.Module, specs: Sequence[Hashable], train_set, test_set,
                 num_classes: int, recipe: ProbeRecipe = RECIPES["dspnet"], mode: Mode = "fast",
                 kinds: Sequence[ProbeKind] = PROBE_KINDS, distill: bool = False,
                 recalibrate: Recalibrate | None = None, image_size: int | None = None,
-                batch_size: int = 256, seed: int = 0,
-                log: Log | None = None) -> dict[str, dict[Hashable, dict[str, float]]]:
+                batch_size: int = 256, seed: int = 0, log: Log | None = None,
+                store: FeatureStore | None = None, num_workers: int = 0,
+                max_images_held: int | None = None, checkpoint: ProbeCheckpoint | None = None,
+                train_split: str = "train") -> dict[str, dict[Hashable, dict[str, float]]]:
     """Linear evaluation of every member of ``model`` (frozen) in one pass.
 
-    ``train_set``/``test_set`` are labelled datasets with ``images`` (uint8), ``labels``,
-    ``mean``, ``std``; the test set is never augmented. ``image_size`` is the crop size of
-    augment mode (default: the stored size). ``batch_size`` is for feature extraction only.
-    Returns ``{kind: {spec: {"top1", "top5"}}}``.
+    ``train_set``/``test_set`` are labelled datasets (in memory, or folders streamed by
+    ``num_workers`` DataLoader workers holding at most ``max_images_held`` decoded images);
+    the test set is never augmented. With a :class:`FeatureStore` the un-augmented features
+    (test set; train set in fast mode) come from / go to its shards on disk, under the names
+    ``train_split``/``"test"``. ``image_size`` is the crop
+    size of augment mode (default: the stored size). ``batch_size`` is for feature extraction
+    only. ``checkpoint`` makes a long training resumable. Returns ``{kind: {spec: {"top1",
+    "top5"}}}``.
     """
     if mode not in ("fast", "augment"):
         raise ValueError(f"unknown linear-eval mode {mode!r} (expected 'fast' or 'augment')")
     if train_set.labels is None or test_set.labels is None:
         raise ValueError("linear evaluation needs labels for the train and test splits")
     device = next(model.parameters()).device
-    family = FrozenFamily(model, specs, recalibrate)
     transform = eval_transform(train_set.mean, train_set.std, image_size)
-    feats_test = family.features(test_set.images, transform, batch_size)
+    built: list[FrozenFamily] = []
+
+    def family() -> FrozenFamily:  # built (and recalibrated) only when some features are needed
+        if not built:
+            built.append(FrozenFamily(model, specs, recalibrate))
+        return built[0]
+
+    loading = dict(num_workers=num_workers, max_images_held=max_images_held)
+
+    def features(dataset, split: str) -> dict[Hashable, Features]:
+        if store is None:
+            return family().features(dataset, transform, batch_size, **loading)
+        return store.extract(family, specs, dataset, split, transform, batch_size, device=device,
+                             log=log, **loading)
+
+    feats_test = features(test_set, "test")
     if mode == "fast":
-        feats_train = family.features(train_set.images, transform, batch_size)
-        return linear_eval_cached(feats_train, train_set.labels, feats_test, test_set.labels,
-                                  num_classes, recipe, kinds, distill, seed, device, log)
-    size = image_size or int(train_set.images.shape[-1])
-    probes = _seeded_probes({k: x.shape[1] for k, x in feats_test.items()}, num_classes, kinds,
-                            recipe.bn, seed, device)
-    epoch_batches, steps = _augmented_batches(family, train_set, recipe, size, seed, device)
-    train_probe_set(probes, epoch_batches, recipe.epochs, steps, recipe, distill, log)
-    return probes.evaluate(feats_test, test_set.labels)
+        return linear_eval_cached(features(train_set, train_split), train_set.labels, feats_test,
+                                  test_set.labels, num_classes, recipe, kinds, distill, seed,
+                                  device, log, checkpoint)
+    size = image_size or stored_size(train_set)
+    probes = _seeded_probes(_dims(feats_test), num_classes, kinds, recipe.bn, seed, device)
+    epoch_batches, steps = _augmented_batches(family(), train_set, recipe, size, seed, device,
+                                              **loading)
+    train_probe_set(probes, epoch_batches, recipe.epochs, steps, recipe, distill, log,
+                    checkpoint=checkpoint)
+    return evaluate_features(probes, feats_test, test_set.labels.to(device))
 
 
 def result_rows(results: Mapping[str, Mapping[Hashable, Mapping[str, float]]],

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimssl.data import eval_transform, make_loader
+from slimssl.data import eval_transform, make_loader, ordered_batches
 from slimssl.data.subset import balanced_subset, load_subset, save_subset
-from slimssl.eval.features import Recalibrate, extract_features
-from slimssl.eval.linear_eval import (SEMISUP_LINEAR, Log, Mode, ProbeRecipe, linear_eval,
-                                      linear_view)
+from slimssl.eval.features import Recalibrate
+from slimssl.eval.linear_eval import (SEMISUP_LINEAR, FrozenFamily, Log, Mode, ProbeRecipe,
+                                      linear_eval, linear_view, stored_size)
 from slimssl.schedule import schedule_scale, set_lr
 
 __all__ = ["FinetuneRecipe", "subset_path", "labelled_subset", "finetune_member",
@@ -88,21 +88,29 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
 def finetune_member(model: nn.Module, spec: Hashable, train_set, test_set, num_classes: int,
                     recipe: FinetuneRecipe = FinetuneRecipe(), recalibrate: Recalibrate | None = None,
                     image_size: int | None = None, seed: int = 0,
-                    log: Log | None = None) -> dict[str, float]:
+                    log: Log | None = None, num_workers: int = 0,
+                    max_images_held: int | None = None) -> dict[str, float]:
     """Fine-tune a COPY of ``model`` at ``spec`` plus a new linear classifier on ``train_set``;
-    ``{"top1", "top5", "feature_dim"}`` on ``test_set``. ``model`` itself is left untouched."""
+    ``{"top1", "top5", "feature_dim"}`` on ``test_set``. ``model`` itself is left untouched.
+
+    Either set may be in memory or a folder streamed by ``num_workers`` DataLoader workers
+    (at most ``max_images_held`` decoded images alive); batch order and crops are those of the
+    in-memory path (same seeds)."""
     device = next(model.parameters()).device
     net = copy.deepcopy(model)
     transform = eval_transform(train_set.mean, train_set.std, image_size)
-    size = image_size or int(train_set.images.shape[-1])
+    size = image_size or stored_size(train_set)
     view = linear_view(size, train_set.mean, train_set.std)
     loader = make_loader(train_set, min(recipe.batch_size, len(train_set)), shuffle=True,
-                         drop_last=False, seed=seed, device=device)
+                         drop_last=False, seed=seed, device=device, num_workers=num_workers,
+                         max_images_held=max_images_held)
     gen = torch.Generator(device=device).manual_seed(seed)
     with net.subnet(spec):
         if recalibrate is not None:
             recalibrate(net, spec)
-        dim = extract_features(net, None, train_set.images[:2], transform).shape[1]
+        net.eval()
+        with torch.no_grad():
+            dim = net(torch.zeros(1, 3, size, size, device=device)).flatten(1).shape[1]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             head = nn.Linear(dim, num_classes).to(device)
@@ -124,45 +132,51 @@ def finetune_member(model: nn.Module, spec: Hashable, train_set, test_set, num_c
             if log is not None:
                 log(f"finetune {getattr(spec, 'label', spec)} epoch {epoch + 1}/{recipe.epochs} "
                     f"loss {float(loss.detach()):.4f} ({time.perf_counter() - start:.0f} s)")
-        feats = extract_features(net, None, test_set.images, transform)
-    with torch.no_grad():
-        logits = head(feats.to(device))
-    return {**_accuracy(logits.cpu(), test_set.labels), "feature_dim": dim}
+        net.eval()
+        logits, labels = [], []
+        with torch.no_grad():
+            for x, y in ordered_batches(test_set, None, 256, num_workers, max_images_held):
+                logits.append(head(net(transform(x.to(device))).flatten(1)).cpu())
+                labels.append(y)
+    return {**_accuracy(torch.cat(logits), torch.cat(labels)), "feature_dim": dim}
 
 
 def finetune_family(model: nn.Module, specs: Sequence[Hashable], train_set, test_set,
                     num_classes: int, recipe: FinetuneRecipe = FinetuneRecipe(),
                     recalibrate: Recalibrate | None = None, image_size: int | None = None,
-                    seed: int = 0, log: Log | None = None) -> dict[Hashable, dict[str, float]]:
+                    seed: int = 0, log: Log | None = None, num_workers: int = 0,
+                    max_images_held: int | None = None) -> dict[Hashable, dict[str, float]]:
     """:func:`finetune_member` for every member (each from the same pre-trained weights)."""
     return {spec: finetune_member(model, spec, train_set, test_set, num_classes, recipe,
-                                  recalibrate, image_size, seed, log) for spec in specs}
+                                  recalibrate, image_size, seed, log, num_workers,
+                                  max_images_held) for spec in specs}
 
 
 def semisup_linear(model: nn.Module, specs: Sequence[Hashable], train_set, test_set,
                    num_classes: int, recipe: ProbeRecipe = SEMISUP_LINEAR, mode: Mode = "fast",
                    recalibrate: Recalibrate | None = None, image_size: int | None = None,
-                   seed: int = 0, log: Log | None = None) -> dict[Hashable, dict[str, float]]:
+                   seed: int = 0, log: Log | None = None, **options
+                   ) -> dict[Hashable, dict[str, float]]:
     """DSPNet 0.A.3 semi-supervised linear evaluation: one probe per member (switchable),
-    all members in one pass on the labelled subset ``train_set``."""
+    all members in one pass on the labelled subset ``train_set``. ``options`` go to
+    :func:`~slimssl.eval.linear_eval.linear_eval` (store, num_workers, max_images_held,
+    checkpoint, train_split: the subset's name in the feature store)."""
     results = linear_eval(model, specs, train_set, test_set, num_classes, recipe, mode,
                           ("switchable",), recalibrate=recalibrate, image_size=image_size,
-                          seed=seed, log=log)
+                          seed=seed, log=log, **options)
     return results["switchable"]
 
 
 def classify_family(classifier: nn.Module, specs: Sequence[Hashable], test_set,
-                    recalibrate: Recalibrate | None = None, batch_size: int = 256
+                    recalibrate: Recalibrate | None = None, batch_size: int = 256,
+                    num_workers: int = 0, max_images_held: int | None = None
                     ) -> dict[Hashable, dict[str, float]]:
     """Top-1/top-5 of every member of a slimmable CLASSIFIER (backbone + slimmable head, as
-    trained by ``slimssl finetune --slimmable``) on ``test_set``.
+    trained by ``slimssl finetune --slimmable``) on ``test_set`` (in memory or streamed).
 
-    Each member's row comes from its own forward pass over the whole split, after
+    One pass over the split feeds every member, each with its own statistics after
     ``recalibrate(classifier, spec)`` when given (universal norm / depth families)."""
     transform = eval_transform(test_set.mean, test_set.std)
-    results = {}
-    for spec in specs:
-        logits = extract_features(classifier, spec, test_set.images, transform, batch_size,
-                                  recalibrate=recalibrate)
-        results[spec] = _accuracy(logits, test_set.labels)
-    return results
+    family = FrozenFamily(classifier, specs, recalibrate)
+    logits = family.features(test_set, transform, batch_size, num_workers, max_images_held)
+    return {spec: _accuracy(logits[spec], test_set.labels) for spec in family.specs}

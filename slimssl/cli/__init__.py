@@ -13,15 +13,21 @@ import os
 import sys
 from typing import Sequence
 
-from slimssl.cli import diagnose, export, finetune, knn, linear, plot, pretrain, profile, select
+import slimssl
+from slimssl.cli import (config, diagnose, export, finetune, knn, linear, plot, pretrain, profile,
+                         select)
 
-COMMANDS = [pretrain, knn, linear, finetune, profile, plot, export, select, diagnose]
+# Each command module imports torch (and matplotlib) inside the functions that run it, so
+# building this parser (``slimssl --help``, ``--version``) stays fast; tests/test_packaging.py
+# checks it.
+COMMANDS = [pretrain, knn, linear, finetune, profile, plot, export, select, diagnose, config]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slimssl", description="Self-supervised pre-training of slimmable networks: one run, "
         "a family of sub-networks, each evaluated and exported.")
+    parser.add_argument("--version", action="version", version=f"slimssl {slimssl.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)

@@ -18,16 +18,14 @@ import argparse
 import math
 from pathlib import Path
 
-from slimssl.diagnostics import (SnapshotStore, consecutive_cosine, plot_curves, plot_direction,
-                                 principal_projection)
-from slimssl.diagnostics.records import (GRAD_KIND, KNN_KIND, curves, last_values, phase_means,
-                                         slow_start_epoch, stage_boundaries)
-from slimssl.cli.landscape import MODES, add_arguments, landscape_report, trajectory_report
 from slimssl.engine.config import load_config
-from slimssl.engine.logging import read_metrics
-from slimssl.engine.monitors import DIRECTION_DIR
 
-__all__ = ["diagnose", "format_summary", "add_parser"]
+# torch, matplotlib and the diagnostics are imported by the functions that use them, so that
+# building the parser (``slimssl --help``) stays light.
+
+__all__ = ["diagnose", "format_summary", "add_parser", "MODES"]
+
+MODES = ("trajectory", "landscape")
 
 
 def _embedding_dim(run_dir: Path) -> int | None:
@@ -38,6 +36,10 @@ def _embedding_dim(run_dir: Path) -> int | None:
 
 
 def _direction(run_dir: Path, out: Path, boundary: float | None, summary: dict) -> None:
+    from slimssl.diagnostics import (SnapshotStore, consecutive_cosine, plot_direction,
+                                     principal_projection)
+    from slimssl.engine.monitors import DIRECTION_DIR
+
     snaps = SnapshotStore(run_dir / DIRECTION_DIR).load()
     if snaps is None or len(snaps.steps) < 2:
         return
@@ -55,6 +57,11 @@ def _direction(run_dir: Path, out: Path, boundary: float | None, summary: dict) 
 
 def diagnose(run_dir: str | Path, out_dir: str | Path | None = None) -> dict:
     """Write the diagnostic PNGs of ``run_dir`` and return the summary (see module docstring)."""
+    from slimssl.diagnostics import plot_curves
+    from slimssl.diagnostics.records import (GRAD_KIND, KNN_KIND, curves, last_values,
+                                             phase_means, slow_start_epoch, stage_boundaries)
+    from slimssl.engine.logging import read_metrics
+
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.jsonl").is_file():
         raise FileNotFoundError(f"{run_dir} has no metrics.jsonl: pass a run directory of "
@@ -146,6 +153,8 @@ def format_summary(summary: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     target = args.target
     if target[0] in MODES and len(target) > 1:
+        from slimssl.cli.landscape import landscape_report, trajectory_report
+
         args.runs = target[1:]
         _, lines = (trajectory_report(args.runs, args.out) if target[0] == "trajectory"
                     else landscape_report(args))
@@ -156,6 +165,27 @@ def run(args: argparse.Namespace) -> int:
                          f"directories; got {target}")
     print(format_summary(diagnose(target[0], args.out)))
     return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the two modes (``slimssl diagnose`` parses them after the mode)."""
+    p.add_argument("--directions", choices=("pca", "random"), default="pca",
+                   help="landscape plane: the trajectory's PCA directions (default; trajectory "
+                   "drawn on top) or filter-normalised random directions (Li et al. Sec. 4)")
+    p.add_argument("--grid", type=int, default=21, help="points per axis (default 21)")
+    p.add_argument("--extent", type=float, help="grid half-width (default: 1.2 x the largest "
+                   "trajectory offset of all runs for pca, 1.0 for random)")
+    p.add_argument("--width", type=float, help="sub-network width (default: the largest)")
+    # Cost per grid point: one forward pass over calib + bank + queries images (default 600).
+    p.add_argument("--bank", type=int, default=250, help="kNN bank images, class-balanced "
+                   "from the train split (default 250)")
+    p.add_argument("--queries", type=int, default=250, help="kNN query images from the test "
+                   "split (default 250)")
+    p.add_argument("--calib", type=int, default=100, help="bank images that recompute the BN "
+                   "statistics at every point (default 100)")
+    p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
+    p.add_argument("--data", help="data path (default: the run's data.path)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random directions")
 
 
 def add_parser(sub) -> None:

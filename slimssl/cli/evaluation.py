@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Hashable, Mapping
+from typing import TYPE_CHECKING, Callable, Hashable, Mapping
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the parser must stay light
+    import torch
 
 #: Metrics drawn in the run's accuracy-vs-MACs plot when present (one line each).
 PLOT_METRICS = ("knn_top1_k200", "linear_switchable_top1", "linear_slimmable_top1")
@@ -54,6 +55,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 def open_run(args: argparse.Namespace) -> EvalRun:
     """Rebuild the backbone (on the GPU when there is one) and load the train/test splits."""
+    import torch
+
     from slimssl.cli.members import open_run as open_checkpoint
     from slimssl.cli.report import feature_store
     from slimssl.data import eval_transform, load_split

@@ -32,10 +32,8 @@ from slimssl.diagnostics import (SNAPSHOT_DIR, KnnProbe, LandscapePanel, Traject
 from slimssl.engine.build import load_pretrained
 from slimssl.nn.spec import SubnetSpec
 
-__all__ = ["MODES", "RunTrajectory", "load_trajectory", "trajectory_report", "landscape_report",
+__all__ = ["RunTrajectory", "load_trajectory", "trajectory_report", "landscape_report",
            "offset_increase"]
-
-MODES = ("trajectory", "landscape")
 
 
 @dataclass
@@ -205,24 +203,3 @@ def landscape_report(args: argparse.Namespace) -> tuple[Path, list[str]]:
     if pca:
         lines += _comparison_lines(runs)
     return path, lines + [f"plot: {path}"]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of the two modes (``slimssl diagnose`` parses them after the mode)."""
-    p.add_argument("--directions", choices=("pca", "random"), default="pca",
-                   help="landscape plane: the trajectory's PCA directions (default; trajectory "
-                   "drawn on top) or filter-normalised random directions (Li et al. Sec. 4)")
-    p.add_argument("--grid", type=int, default=21, help="points per axis (default 21)")
-    p.add_argument("--extent", type=float, help="grid half-width (default: 1.2 x the largest "
-                   "trajectory offset of all runs for pca, 1.0 for random)")
-    p.add_argument("--width", type=float, help="sub-network width (default: the largest)")
-    # Cost per grid point: one forward pass over calib + bank + queries images (default 600).
-    p.add_argument("--bank", type=int, default=250, help="kNN bank images, class-balanced "
-                   "from the train split (default 250)")
-    p.add_argument("--queries", type=int, default=250, help="kNN query images from the test "
-                   "split (default 250)")
-    p.add_argument("--calib", type=int, default=100, help="bank images that recompute the BN "
-                   "statistics at every point (default 100)")
-    p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
-    p.add_argument("--data", help="data path (default: the run's data.path)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random directions")

@@ -14,7 +14,8 @@ Only ``yaml.safe_load`` is used, for files and for ``--set a.b=value`` overrides
 The defaults ARE the built-in default job (``slimssl pretrain`` with no arguments): SlimCLR-MoCov2
 on a small slimmable ResNet (CIFAR stem, widths [1, .75, .5, .25]) pre-trained on scikit-learn's
 embedded digits at 16x16, sized to finish in a few minutes on a 2-core laptop CPU. The paper
-recipes live in ``configs/*.yaml``.
+recipes live in ``configs/*.yaml`` (shipped in the package as ``slimssl/configs``; a bare name
+such as ``slimclr_mocov2_cifar10`` finds one, :func:`resolve_config`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ __all__ = [
     "Config",
     "default_distill_temperature",
     "load_config",
+    "resolve_config",
+    "packaged_configs",
     "apply_overrides",
     "config_to_dict",
     "save_config",
@@ -74,16 +77,21 @@ class DataConfig:
     """Dataset and loader settings (consumed by ``slimssl.data``)."""
 
     path: Optional[str] = None  # None / "digits": the embedded default; a folder; "synthetic"
-    image_size: int = 16
+    image_size: int = 16  # images are decoded and resized to this square size (pixels)
+    # augmentation recipe (data/views.py): mocov2, mocov3, byol, simclr (each also *_cifar: no
+    # blur), digits, supervised
     views: str = "digits"
+    # train on this class-balanced, seeded fraction of the train split (1 = all)
     train_fraction: float = 1.0
     # train only on these indices of the train split (a saved labelled subset, e.g.
     # RUN/subsets/labelled_10pct_seed0.json of `slimssl finetune --slimmable`)
     subset_file: Optional[str] = None
+    # images per step and process (the global batch is batch_size x processes)
     batch_size: int = 128
-    num_workers: int = 4
+    num_workers: int = 4  # DataLoader worker processes
+    # stop on the first unreadable image (default: skip it and report how many)
     strict: bool = False
-    cache_dir: Optional[str] = None
+    cache_dir: Optional[str] = None  # folder for decoded-image caches (None: no cache)
     # auto: a folder is decoded into memory unless it has more than max_images_held images
     # (or over 8 GiB decoded), else streamed by DataLoader workers; memory / stream force one
     # path, for pre-training and every evaluation command
@@ -97,11 +105,20 @@ class DataConfig:
 class ModelConfig:
     """Backbone and sub-network family."""
 
+    # registered backbone (models/registry.py): resnet10_narrow, resnet18/34/50/101,
+    # mobilenet_v2, mobilenet_v3_large, vit_tiny, vit_small
     arch: str = "resnet10_narrow"
+    # ResNet stem: cifar (3x3 conv, no max-pool) or imagenet (7x7 conv + max-pool)
     stem: str = choice("cifar", "cifar", "imagenet")
+    # the family's width multipliers, largest first (switchable BN: one BN per width)
     widths: list[float] = field(default_factory=lambda: [1.0, 0.75, 0.5, 0.25])
+    # switchable: one BatchNorm per width (SlimCLR, DSPNet); universal: any width in
+    # width_range (US3L)
     norm: str = choice("switchable", "switchable", "universal")
+    # per-stage block counts of the depth-elastic members (DSPNet), e.g.
+    # [[2, 2, 2, 2], [1, 1, 1, 1]]; None: full depth only
     depths: Optional[list[list[int]]] = None
+    # [w_min, w_max] of universally slimmable models (norm: universal)
     width_range: Optional[list[float]] = None
     base_width: Optional[int] = None  # ResNet stem width (64); DSPNet's expanded ResNet-34: 96
 
@@ -110,14 +127,21 @@ class ModelConfig:
 class MethodConfig:
     """SSL framework and its heads."""
 
+    # SSL framework (one file each in slimssl/methods/)
     name: str = choice("mocov2", "mocov2", "mocov3", "byol", "simsiam", "simclr",
                        "simclr_momentum", "supervised")
+    # projector hidden size at full width; None: the method's default (MoCo v2: the backbone's
+    # feature size)
     proj_hidden: Optional[int] = None
-    proj_dim: int = 128
+    proj_dim: int = 128  # embedding size of the projector output
+    # predictor hidden size (MoCo v3, BYOL, SimSiam, simclr_momentum); None: the method's
+    # default
     pred_hidden: Optional[int] = None
-    queue_size: int = 1024
-    temperature: float = 0.2
+    queue_size: int = 1024  # MoCo v2 negative keys in the queue
+    temperature: float = 0.2  # InfoNCE temperature tau
+    # EMA momentum of the key/target encoder (start value under the cosine schedule)
     momentum: float = 0.99
+    # constant, or cosine from momentum to 1 (BYOL)
     momentum_schedule: str = choice("constant", "constant", "cosine")
     bn_splits: int = 1  # MoCo v2 split-BN groups within one process (1 = off)
     # momentum BN in the momentum target (DSPNet Sec. 5.1.1 -> Momentum^2 Teacher): the target's
@@ -131,33 +155,46 @@ class MethodConfig:
     # ablation table's baseline row equals Table 1 case 13, "MSE" distillation + auxiliary
     # head; authors' code: CosineSimilarity) or a relative one (infonce, case 17)
     distill_head: bool = True
+    # simclr_momentum's distillation loss
     distill_loss: str = choice("cosine", "cosine", "infonce")
     # supervised (slimmable fine-tuning on labels, DSPNet appendix 0.B)
     num_classes: Optional[int] = None
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # supervised: label smoothing of the cross-entropy
 
 
 @dataclass
 class RecipeConfig:
     """How sub-networks are trained together (``slimssl.recipes``)."""
 
+    # how the sub-networks train together (slimssl/recipes/)
     name: str = choice("slimclr", "slimclr", "dspnet", "us3l", "usnet", "snet", "individual",
                        "supervised")
     slow_start_epochs: Optional[float] = None  # None = half the epochs (SlimCLR)
+    # slimclr online distillation of the full network's contrastive logits into each
+    # sub-network: ce (SlimCLR), mse / kl_emb on embeddings, none
     distill: str = choice("ce", "ce", "mse", "kl_emb", "none")
     # temperature of the distillation targets (SlimCLR tau_2); None = the method's: 5.0 for
     # mocov2, 1.0 for mocov3 and the rest (SlimCLR Sec. 4.1); the saved config shows the value
+    # temperature of the distillation targets (SlimCLR tau_2)
     distill_temperature: Optional[float] = None
+    # per-width loss weights (SlimCLR Sec. 3.4, Table 3e; recipes/loss_weights.py)
     weights: str = choice("sum_others", "sum_others", "max_other", "proportional", "cumulative",
                           "uniform")
+    # networks per step under sandwich sampling (dspnet, us3l, usnet; largest and smallest
+    # included)
     num_sampled: int = 4
     # None = the recipe's own: accumulate for dspnet (DSPNet Sec. 4.1), sum otherwise
     update_mode: Optional[str] = choice(None, "sum", "accumulate")
+    # dspnet: epochs during which only the largest network trains (the paper uses 10)
     warmup_full_epochs: float = 0.0
+    # us3l: the sampled width range grows in stages towards the smallest width (US3L dynamic
+    # sampling)
     dynamic_sampling: bool = False
     group_reg: float = 0.0  # US3L lambda (5e-5); > 0 replaces weight decay (optim.weight_decay=0)
+    # us3l: final alpha of the group regularization (ramps up over half the epochs)
     group_reg_alpha: float = 0.05
-    group_reg_groups: int = 8
+    group_reg_groups: int = 8  # us3l: channel groups of the group regularization
+    # us3l: epochs of plain L2 (alpha = 0) before alpha ramps up
     group_reg_warmup_epochs: float = 0.0
     # snet / usnet baselines: none, cosine, infonce; supervised: none or kl (soft labels)
     inplace_distill: str = choice("none", "none", "cosine", "infonce", "kl")
@@ -171,46 +208,49 @@ class RecipeConfig:
 class OptimConfig:
     """Optimizer and learning-rate schedule (``engine.optim``, ``engine.schedule``)."""
 
-    name: str = choice("sgd", "sgd", "lars")
-    lr: float = 0.1
+    name: str = choice("sgd", "sgd", "lars")  # sgd (momentum) or lars (MoCo v3, BYOL)
+    lr: float = 0.1  # base learning rate (per 256 images under lr_scaling: linear)
     lr_scaling: str = choice("linear", "linear", "none")  # linear: lr * batch / 256
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
+    weight_decay: float = 5e-4  # L2 weight decay
+    momentum: float = 0.9  # SGD / LARS momentum
     warmup_epochs: float = 3.0  # lets the queue fill with real keys before large steps
-    min_lr: float = 0.0
+    min_lr: float = 0.0  # final learning rate of the cosine schedule (absolute)
+    # optional: from this epoch on the lr is lr_change_to (set both or neither)
     lr_change_epoch: Optional[float] = None
-    lr_change_to: Optional[float] = None
+    lr_change_to: Optional[float] = None  # the base lr after lr_change_epoch (scaled like lr)
 
 
 @dataclass
 class TrainConfig:
     """Loop-level settings (``engine``)."""
 
-    epochs: int = 16
-    seed: int = 0
+    epochs: int = 16  # training epochs
+    seed: int = 0  # seeds weights, data order, augmentations and width sampling
+    # mixed precision (GPU): bf16 or fp16 autocast; none: float32
     amp: str = choice("none", "none", "bf16", "fp16")
-    channels_last: bool = False
-    compile: bool = False
-    log_every: int = 20
-    ckpt_every_epochs: int = 5
+    channels_last: bool = False  # NHWC memory format (faster convolutions on GPUs)
+    compile: bool = False  # torch.compile the online network
+    log_every: int = 20  # steps between progress lines and train metrics records
+    ckpt_every_epochs: int = 5  # epochs between checkpoints (and one at the end)
     ckpt_every_steps: int = 0  # 0 = off; extra mid-epoch checkpoints for long epochs
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # newest checkpoints kept in RUN/checkpoints
     # online weights (safetensors, RUN/snapshots/) every N epochs, at the start and at the end,
     # for `slimssl diagnose trajectory/landscape` (SlimCLR Fig. 5, Li et al. 2018); 0 = off
     snapshot_every_epochs: int = 0
     keep_snapshots: int = 50  # at most this many, thinned to stay evenly spread over the run
     skip_nonfinite: int = 0  # NaN/Inf loss steps that may be skipped before stopping (0: stop)
-    device: str = "auto"
+    device: str = "auto"  # auto (cuda when available), cpu or cuda
+    # ask PyTorch for deterministic kernels (slower; warns where none exists)
     deterministic: bool = False
-    tensorboard: bool = True
+    tensorboard: bool = True  # also write TensorBoard scalars to RUN/tb
 
 
 @dataclass
 class EvalConfig:
     """Evaluation settings (``slimssl.eval``)."""
 
-    knn_k: int = 200
-    knn_t: float = 0.1
+    knn_k: int = 200  # neighbours of the weighted kNN classifier (InstDisc; k = 200)
+    knn_t: float = 0.1  # temperature of the kNN vote weights exp(sim / t)
     # majority: also score every member with DSPNet's majority vote (App. 0.A.2, K = 20) into
     # knn_top1_k{k}_majority columns; weighted: the InstDisc columns only. None = majority for
     # dspnet runs, weighted otherwise (the weighted columns are always written)
@@ -218,9 +258,10 @@ class EvalConfig:
     # Online per-width kNN monitor (engine.monitors.KnnMonitor): every N epochs and at the end,
     # on a seeded bank of the train split and queries of the held-out split; 0 = off.
     knn_every_epochs: int = 10
-    knn_monitor_bank: int = 5000
-    knn_monitor_queries: int = 1000
-    knn_monitor_batch: int = 256
+    knn_monitor_bank: int = 5000  # monitor: train images in its kNN bank
+    knn_monitor_queries: int = 1000  # monitor: held-out images it classifies
+    knn_monitor_batch: int = 256  # monitor: images per forward pass
+    # images that recompute BatchNorm statistics of universal-BN members before evaluation
     recalib_images: int = 2000
     random_init_baseline: bool = True  # also report kNN of a randomly initialised network
 
@@ -246,7 +287,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
-    out_dir: str = "runs/slimclr-digits"
+    out_dir: str = "runs/slimclr-digits"  # the run directory (config, metrics, checkpoints, results)
 
     def __post_init__(self) -> None:
         _resolve_defaults(self)
@@ -492,11 +533,40 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
     return d
 
 
+def packaged_configs() -> dict[str, Path]:
+    """The paper recipes shipped inside the package (``slimssl/configs/*.yaml``), by name."""
+    folder = Path(__file__).resolve().parent.parent / "configs"
+    return {f.stem: f for f in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_config(name_or_path: str) -> Path:
+    """A config file: ``name_or_path`` itself when that file exists, else the packaged config of
+    that name (``slimclr_mocov2_cifar10``, with or without ``.yaml``), so the recipes work from a
+    wheel install anywhere."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = packaged_configs()
+    name = path.name[:-5] if path.name.endswith(".yaml") else path.name
+    if name in packaged and path.parent == Path("."):
+        return packaged[name]
+    msg = f"config {name_or_path!r}: no such file"
+    if name in packaged:
+        msg += f"; a packaged config has that name: pass --config {name}"
+    else:
+        close = difflib.get_close_matches(name, list(packaged), n=1)
+        msg += (f" and no packaged config of that name"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; packaged configs: {', '.join(packaged)} (slimssl config list)")
+    raise ConfigError(msg)
+
+
 def load_config(path: Optional[str], overrides: Optional[list[str]] = None) -> Config:
-    """Load YAML at ``path`` (None: all defaults), apply ``overrides`` and validate."""
+    """Load YAML at ``path`` (None: all defaults; a packaged config's name: that config, see
+    :func:`resolve_config`), apply ``overrides`` and validate."""
     d: dict = {}
     if path is not None:
-        text = Path(path).read_text()
+        text = resolve_config(str(path)).read_text()
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:

@@ -15,4 +15,7 @@ from slimssl.models.mobilenet import SlimMobileNetV2, SlimMobileNetV3  # noqa: E
 from slimssl.models.vit import SlimVisionTransformer  # noqa: E402
 # --- end architectures ---------------------------------------------------------------------
 
-__all__ = ["SlimMLP", "SlimMobileNetV2", "SlimMobileNetV3", "SlimResNet", "SlimVisionTransformer", "create", "list_models", "register_model"]
+# bring your own backbone: slimmable twins of torchvision / timm networks, weights copied
+from slimssl.models.convert import from_timm, from_torchvision  # noqa: E402
+
+__all__ = ["SlimMLP", "SlimMobileNetV2", "SlimMobileNetV3", "SlimResNet", "SlimVisionTransformer", "create", "from_timm", "from_torchvision", "list_models", "register_model"]

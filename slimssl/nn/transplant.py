@@ -10,6 +10,8 @@ channel slice. A universal BatchNorm is shared and copies whole.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -18,10 +20,13 @@ from slimssl.nn.switch import SlimmableModel
 
 
 @torch.no_grad()
-def load_single_network(family: SlimmableModel, single: SlimmableModel) -> None:
-    """Copy ``single`` (the same architecture, built for one width: its largest member) into
-    every member of ``family``; raises ``ValueError`` on any missing or mis-shaped tensor,
-    before anything is copied."""
+def load_single_network(family: SlimmableModel, single: nn.Module) -> None:
+    """Copy ``single`` into every member of ``family``; raises ``ValueError`` on any missing or
+    mis-shaped tensor, before anything is copied.
+
+    ``single`` has the family's layer names: the same slimmable architecture built for one
+    width (its largest member is copied), or a plain network with standard BatchNorms (a
+    torchvision or timm model, :mod:`slimssl.models.convert`)."""
     norms = {name: m for name, m in family.named_modules() if isinstance(m, _SlimBatchNorm)}
     state, source = single.state_dict(), dict(single.named_modules())
     shared = {k: t for k, t in family.state_dict().items()
@@ -35,9 +40,10 @@ def load_single_network(family: SlimmableModel, single: SlimmableModel) -> None:
             _mismatch(name, (norm.num_features,), None if found is None else (found,))
     for key, tensor in shared.items():
         tensor.copy_(state[key])
-    with single.subnet(single.full_spec):
+    slim = isinstance(single, SlimmableModel)
+    with single.subnet(single.full_spec) if slim else contextlib.nullcontext():
         for name, norm in norms.items():
-            _fill_norm(norm, source[name].export())
+            _fill_norm(norm, source[name].export() if slim else source[name])
 
 
 def _mismatch(key: str, expected, found) -> None:

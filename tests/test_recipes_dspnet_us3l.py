@@ -109,14 +109,59 @@ def test_us3l_group_regularization_by_hand():
     reg = US3L(total_epochs=10, group_reg=GroupReg(lam=1.0, alpha=0.5, groups=2,
                                                    warmup_epochs=1.0))
     model = Tiny()
+    full = [SubnetSpec(1.0)]
     # warm-up: plain L2, 4 + 4 + 6
-    assert reg.regularization(model, 0.5).item() == pytest.approx(14.0)
+    assert reg.regularization(model, 0.5, full).item() == pytest.approx(14.0)
     # ramp to alpha at half the epochs (5): epoch 3 -> alpha_t = 0.5 * 2/4 = 0.25; the leading
     # group keeps lam, the later one lam * (1 - 0.25): 2 * (2 + 2 * 0.75) + 6
-    assert reg.regularization(model, 3.0).item() == pytest.approx(13.0)
+    assert reg.regularization(model, 3.0, full).item() == pytest.approx(13.0)
     # after the ramp: 2 * (2 + 2 * 0.5) + 6
-    assert reg.regularization(model, 8.0).item() == pytest.approx(12.0)
-    assert US3L(group_reg=None).regularization(model, 8.0) is None
+    assert reg.regularization(model, 8.0, full).item() == pytest.approx(12.0)
+    assert US3L(group_reg=None).regularization(model, 8.0, full) is None
+
+
+def test_us3l_group_regularization_is_added_per_subnetwork_without_the_head_at_full_width():
+    # authors' loop: each sampled width adds the whole penalty to its loss, the full width
+    # without the auxiliary distillation head (predictor) it does not use
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Linear(3, 2, bias=False)            # plain: ||W||^2 = 6
+            self.predictor = nn.Linear(2, 1, bias=False)           # plain: 2
+            self.feature_proj = nn.Conv2d(2, 2, 1, bias=False)     # never penalised
+
+    model = Encoder()
+    for p in model.parameters():
+        nn.init.ones_(p)
+    reg = US3L(total_epochs=10, group_reg=GroupReg(lam=0.5, alpha=0.0, groups=2))
+    specs = [SubnetSpec(1.0), SubnetSpec(0.25), SubnetSpec(0.6)]
+    # by hand: 3 widths x 0.5 * 6 + 2 sub-networks x 0.5 * 2 = 9 + 2 = 11
+    assert reg.regularization(model, 5.0, specs).item() == pytest.approx(11.0)
+    assert reg.regularization(model, 5.0, specs[:1]).item() == pytest.approx(3.0)
+    assert reg.regularization(model, 5.0, specs[1:2]).item() == pytest.approx(4.0)
+    # the gradient of the summed penalty is that of the three per-width terms
+    total = reg.regularization(model, 5.0, specs)
+    total.backward()
+    assert torch.allclose(model.backbone.weight.grad, torch.full((2, 3), 3.0))  # 3 x 2 lam W
+    assert torch.allclose(model.predictor.weight.grad, torch.full((1, 2), 2.0))  # 2 x 2 lam W
+    assert model.feature_proj.weight.grad is None
+
+
+def test_us3l_step_per_subnet_takes_one_optimizer_step_per_width(tmp_path):
+    cfg = Config.from_dict({**copy.deepcopy(BASE), **dict(
+        model=dict(arch="resnet10_narrow", widths=[1.0, 0.25], width_range=[0.25, 1.0],
+                   norm="universal"),
+        method=dict(name="simclr_momentum", proj_hidden=16, proj_dim=8, pred_hidden=16),
+        recipe=dict(name="us3l", num_sampled=3, group_reg=5e-5, update_mode="step_per_subnet"),
+        optim=dict(name="sgd", lr=0.1, weight_decay=0.0, warmup_epochs=0))})
+    trainer = Trainer(cfg, tmp_path, progress="off")
+    steps = []
+    original = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: steps.append(1) or original(*a, **k)
+    images, _ = next(iter(trainer.loader))
+    logs = trainer.train_step(images, 0.9)                 # last dynamic stage: 3 widths
+    assert logs["num_subnets"] == 3 and len(steps) == 3
+    assert logs["loss/reg"] > 0
 
 
 def test_group_reg_requires_zero_weight_decay_and_update_mode_defaults():

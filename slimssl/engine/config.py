@@ -183,8 +183,9 @@ class RecipeConfig:
     # networks per step under sandwich sampling (dspnet, us3l, usnet; largest and smallest
     # included)
     num_sampled: int = 4
-    # None = the recipe's own: accumulate for dspnet (DSPNet Sec. 4.1), sum otherwise
-    update_mode: Optional[str] = choice(None, "sum", "accumulate")
+    # None = the recipe's own: accumulate for dspnet (DSPNet Sec. 4.1), sum otherwise;
+    # step_per_subnet: an optimizer step after each sub-network (the US3L authors' loop)
+    update_mode: Optional[str] = choice(None, "sum", "accumulate", "step_per_subnet")
     # dspnet: epochs during which only the largest network trains (the paper uses 10)
     warmup_full_epochs: float = 0.0
     # us3l: the sampled width range grows in stages towards the smallest width (US3L dynamic

@@ -7,9 +7,11 @@ end-of-iteration hook (MoCo's enqueue). The update mode is explicit and logged:
 
 * ``sum``: the per-sub-network terms are summed and back-propagated once (SlimCLR's code);
 * ``accumulate``: one backward per sub-network, one optimizer step (memory of one network;
-  DSPNet).
+  DSPNet);
+* ``step_per_subnet``: one backward AND one optimizer step per sub-network, each member's loss
+  with its own regularization term (the US3L authors' loop; an option, see recipes/us3l.py).
 
-Both give the same gradient. Under ``torchrun`` gradients are averaged across ranks by one
+The first two give the same gradient. Under ``torchrun`` gradients are averaged across ranks by one
 all-reduce per step (instead of DDP hooks, which do not fit several forwards of one module at
 different widths before a backward), and sampling is identical on every rank because every
 sampler is seeded only by the config seed.
@@ -348,6 +350,24 @@ class Trainer:
         all_reduce_mean_tensors_([*grads, flag])
         return bool(flag == 0)
 
+    def _optimizer_step(self, specs: list, problem: str | None) -> bool:
+        """Average the gradients across ranks and step, or, if a loss was non-finite on any
+        rank, skip (within ``train.skip_nonfinite``) or stop; returns whether it stepped."""
+        if not self._sync_gradients(problem is None):
+            self._handle_nonfinite(problem)
+            self.optimizer.zero_grad(set_to_none=True)  # no step, no EMA, nothing enqueued
+            return False
+        for cb in self.callbacks:
+            cb.after_backward(self, specs)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def _skipped_step(self, lr: float, specs: list) -> dict[str, float]:
+        return {"loss": float("nan"), "lr": lr, "num_subnets": len(specs),
+                "skipped_nonfinite": self.state.skipped_nonfinite}
+
     def train_step(self, images: torch.Tensor, epoch_f: float,
                    labels: torch.Tensor | None = None) -> dict[str, float]:
         """One iteration; ``labels`` reach only a method that ``needs_labels`` (supervised)."""
@@ -369,6 +389,7 @@ class Trainer:
                 target = method.target_forward(views)
         specs = recipe.sample(epoch_f)
         accumulate = cfg.recipe.update_mode == "accumulate"
+        per_subnet = cfg.recipe.update_mode == "step_per_subnet"
         teacher: SubnetOutput | None = None
         total = None
         problem: str | None = None
@@ -384,30 +405,37 @@ class Trainer:
             logs[f"std/{spec.label}"] = out.embedding.detach().float().std(0).mean()
             if i == 0:
                 teacher = out.detach()
-            if accumulate:
+            if per_subnet:
+                # the US3L authors' loop: this member's loss plus its regularization, one
+                # optimizer step each (the later members see the updated weights)
+                reg = recipe.regularization(method.online, epoch_f, [spec])
+                if reg is not None:
+                    term = term + reg
+                    logs["loss/reg"] = reg.detach() + logs.get("loss/reg", 0.0)
+                    problem = problem or self._nonfinite(reg, spec.label, "weight regularization")
+                self.scaler.scale(term).backward()
+                total = term.detach() if total is None else total + term.detach()
+                if not self._optimizer_step([spec], problem):
+                    return self._skipped_step(lr, specs)
+                problem = None
+            elif accumulate:
                 self.scaler.scale(term).backward()
                 total = term.detach() if total is None else total + term.detach()
             else:
                 total = term if total is None else total + term
-        reg = recipe.regularization(method.online, epoch_f)
-        if reg is not None:
-            total = total + reg
-            logs["loss/reg"] = reg.detach()
-            problem = problem or self._nonfinite(reg, "(all)", "weight regularization")
-        if not accumulate:
-            self.scaler.scale(total).backward()
-        elif reg is not None:
-            self.scaler.scale(reg).backward()
-        if not self._sync_gradients(problem is None):
-            self._handle_nonfinite(problem)
-            self.optimizer.zero_grad(set_to_none=True)  # no step, no EMA, nothing enqueued
-            return {"loss": float("nan"), "lr": lr, "num_subnets": len(specs),
-                    "skipped_nonfinite": self.state.skipped_nonfinite}
-        for cb in self.callbacks:
-            cb.after_backward(self, specs)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        if not per_subnet:
+            # the recipe's penalty for every member of this step (US3L: one per sub-network)
+            reg = recipe.regularization(method.online, epoch_f, specs)
+            if reg is not None:
+                total = total + reg
+                logs["loss/reg"] = reg.detach()
+                problem = problem or self._nonfinite(reg, "(all)", "weight regularization")
+            if not accumulate:
+                self.scaler.scale(total).backward()
+            elif reg is not None:
+                self.scaler.scale(reg).backward()
+            if not self._optimizer_step(specs, problem):
+                return self._skipped_step(lr, specs)
         m = momentum_schedule(self.state.global_step, self.total_steps, cfg.method.momentum,
                               cfg.method.momentum_schedule)
         for target_part, online_part in method.ema_pairs():

@@ -23,8 +23,18 @@ train and adds the group regularization:
   the epochs (authors' code). Every online parameter is regularised (the EMA teacher is not),
   so the optimizer's weight decay must be 0: the config refuses ``optim.weight_decay != 0``
   together with ``recipe.group_reg > 0``.
+* **the penalty per sub-network** (authors' training loop, ``workers/ssl.py``): every sampled
+  width adds the whole penalty to its own loss, except that the full width leaves out the
+  auxiliary distillation head it does not use. With ``N`` widths per step the strength that
+  follows is ``N R(shared) + (N - 1) R(head)`` per iteration, not ``R`` once: 3x at the
+  authors' ``N = 3``. (Feature-distillation projections are never penalised, as in that code.)
 
-Losses of the sampled widths are summed without weights.
+Losses of the sampled widths are summed without weights. **One optimizer step per iteration**
+(``update_mode: sum``) is the default: the authors' loop steps the optimizer after each width
+(``update_mode: step_per_subnet`` reproduces it), but to first order in the learning rate ``N``
+successive steps on the ``N`` losses equal one step on their sum, the sandwich rule of US-Nets
+that US3L builds on accumulates the widths' gradients into one update, and one step keeps one
+gradient all-reduce per iteration under DDP and the schedules' steps equal to iterations.
 """
 
 from __future__ import annotations
@@ -36,9 +46,10 @@ import torch
 from torch import nn
 
 from slimssl.methods.base import SubnetOutput
-from slimssl.nn.spec import SubnetSpec
-from slimssl.recipes.base import Recipe
+from slimssl.nn.spec import WIDTH_TOL, SubnetSpec
+from slimssl.recipes.base import Recipe, require_norm
 from slimssl.recipes.group_reg import group_reg_alpha, group_regularization
+from slimssl.recipes.registry import register_recipe
 from slimssl.recipes.sampling import UniversalSandwich, dynamic_min_width, dynamic_stages
 
 DYNAMIC_NUM_STAGES = 4  # slides: [1, 1] -> [.75, 1] -> [.5, 1] -> [.25, 1]
@@ -53,14 +64,18 @@ class GroupReg:
     groups: int = 8
     warmup_epochs: float = 0.0
 
-    def __call__(self, model: nn.Module, epoch: float, total_epochs: float) -> torch.Tensor:
+    def __call__(self, params: Sequence[torch.Tensor], epoch: float,
+                 total_epochs: float) -> torch.Tensor:
+        """The penalty of ``params`` at ``epoch``: conv weights and 1-D parameters grouped by
+        output channel, other (linear) weights plain L2."""
         alpha_t = group_reg_alpha(epoch, self.alpha, self.warmup_epochs, total_epochs / 2)
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = [p for p in params if p.requires_grad]
         grouped = [p for p in params if p.dim() in (1, 4)]
         plain = [p for p in params if p.dim() not in (1, 4)]
         return group_regularization(grouped, self.groups, self.lam, alpha_t, plain)
 
 
+@register_recipe("us3l")
 class US3L(Recipe):
     """Args:
         w_min / w_max: the width range (0.25, 1.0).
@@ -73,6 +88,22 @@ class US3L(Recipe):
     """
 
     name = "us3l"
+
+    @classmethod
+    def from_config(cls, cfg: Any, model: Any) -> "US3L":
+        """The universal model's width range, ``recipe.num_sampled`` widths per step, dynamic
+        sampling over the run's epochs, group regularization when ``recipe.group_reg > 0``."""
+        r = cfg.recipe
+        require_norm(r.name, model, "universal")
+        w_min, w_max = model.width_range
+        reg = (GroupReg(r.group_reg, r.group_reg_alpha, r.group_reg_groups,
+                        r.group_reg_warmup_epochs) if r.group_reg > 0 else None)
+        return cls(w_min, w_max, r.num_sampled, cfg.train.epochs, r.dynamic_sampling, reg,
+                   cfg.train.seed)
+
+    def teacher_index(self, specs: list[SubnetSpec]) -> int | None:
+        """None: the method's momentum teacher serves every width (guideline 3)."""
+        return None
 
     def __init__(self, w_min: float = 0.25, w_max: float = 1.0, n: int = 3,
                  total_epochs: float = 100.0, dynamic: bool = True,
@@ -98,10 +129,23 @@ class US3L(Recipe):
                     teacher: SubnetOutput | None) -> torch.Tensor:
         return out.loss
 
-    def regularization(self, model: nn.Module, epoch: float) -> torch.Tensor | None:
-        if self.group_reg is None:
+    def regularization(self, model: nn.Module, epoch: float,
+                       specs: list[SubnetSpec]) -> torch.Tensor | None:
+        """Sum over ``specs`` of each width's penalty (module docstring): every parameter of
+        ``model`` except feature-distillation projections, and the predictor (auxiliary
+        distillation head) only for widths below ``w_max``."""
+        if self.group_reg is None or not specs:
             return None
-        return self.group_reg(model, epoch, self.total_epochs)
+        head = getattr(model, "predictor", None)
+        head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+        skip = {id(p) for name, p in model.named_parameters() if "feature_proj" in name}
+        shared = [p for p in model.parameters() if id(p) not in head_ids | skip]
+        total = len(specs) * self.group_reg(shared, epoch, self.total_epochs)
+        students = sum(1 for s in specs if s.width < self.sampler.w_max - WIDTH_TOL)
+        if students and head_ids:
+            total = total + students * self.group_reg(list(head.parameters()), epoch,
+                                                      self.total_epochs)
+        return total
 
     def state_dict(self) -> dict[str, Any]:
         return {"sampler": self.sampler.state_dict()}

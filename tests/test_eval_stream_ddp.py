@@ -1,0 +1,80 @@
+"""Two gloo processes evaluate a streamed folder as one process does: each rank extracts its
+feature shards, scores its share of the kNN queries (counts summed), and trains the probes on
+gathered features of its half of every batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from test_eval_stream import TINY_PROBE, _sets, tiny_backbone, write_jpeg_folder
+from slimssl.eval.family import knn_family
+from slimssl.eval.feature_store import FeatureStore, state_fingerprint
+from slimssl.eval.linear_eval import linear_eval
+
+
+def evaluate(folder: Path, features: Path) -> dict:
+    """kNN, fast and augment probes of the tiny family on the streamed folder."""
+    model = tiny_backbone()
+    specs = model.family()
+    train, test = _sets(folder, "stream")
+    store = FeatureStore(features, state_fingerprint(model), {"image_size": 12}, shard_size=64)
+    out = {"knn": knn_family(model, specs, train, test, (20, 5), batch_size=32, store=store)}
+    for mode in ("fast", "augment"):
+        res = linear_eval(model, specs, train, test, 3, TINY_PROBE, mode, batch_size=32,
+                          seed=1, store=store)
+        out[mode] = {kind: {s.label: acc for s, acc in per.items()} for kind, per in res.items()}
+    for row in out["knn"]:
+        row.pop("knn_seconds")
+    return out
+
+
+def _worker(rank: int, folder: str, out: str, init_file: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                                         world_size=2)
+    try:
+        result = evaluate(Path(folder), Path(out) / "features")
+    except Exception as err:  # noqa: BLE001 - the parent shows the trace
+        result = {"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()}
+    finally:
+        torch.distributed.destroy_process_group()
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(result))
+
+
+def test_two_processes_equal_one(tmp_path):
+    folder = write_jpeg_folder(tmp_path / "jpeg")
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    procs = [ctx.Process(target=_worker, args=(r, str(folder), str(tmp_path / "ddp"),
+                                               str(tmp_path / "init"))) for r in (0, 1)]
+    (tmp_path / "ddp").mkdir()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+        if p.is_alive():
+            p.kill()
+            pytest.fail("a rank hung for 180 s")
+    ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r in ranks:
+        assert "error" not in r, r.get("trace")
+    single = json.loads(json.dumps(evaluate(folder, tmp_path / "single")))
+    # the shards: rank 0 wrote train shard 0 and the test shard, rank 1 train shard 1
+    assert sorted(p.name for p in (tmp_path / "ddp" / "features" / "train" / "w1.00").iterdir()) \
+        == ["meta.json", "shard_00000.safetensors", "shard_00001.safetensors"]
+    assert ranks[0] == ranks[1]  # every rank ends with the same numbers
+    got = ranks[0]
+    assert got["knn"] == single["knn"] and got["fast"] == single["fast"]  # exactly
+    # augment: each rank embeds half of each batch (other conv blocking): stated tolerance one
+    # test image (100/30 %) on each accuracy; here they agree exactly
+    for kind, per in single["augment"].items():
+        for member, acc in per.items():
+            for key in ("top1", "top5"):
+                assert abs(got["augment"][kind][member][key] - acc[key]) <= 100 / 30 + 1e-9

@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from slimssl.nn.functional import soft_target_loss
-from slimssl.recipes.distillation import distillation_loss, mse_embedding_distillation
+from slimssl.recipes.distillation import (
+    atkd_distillation,
+    distillation_loss,
+    dkd_distillation,
+    mse_embedding_distillation,
+)
 from slimssl.recipes.group_reg import (
     channel_group_index,
     group_coefficients,
@@ -122,7 +127,68 @@ def test_distillation_dispatcher() -> None:
     with pytest.raises(ValueError):
         distillation_loss("ce", q_student=s, q_teacher=t)
     with pytest.raises(ValueError):
-        distillation_loss("atkd", student_logits=s, teacher_logits=t)  # type: ignore[arg-type]
+        distillation_loss("seed", student_logits=s, teacher_logits=t)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dkd"):
+        distillation_loss("dkd", q_student=s, q_teacher=t)
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    return sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0)
+
+
+def test_atkd_by_hand() -> None:
+    """ATKD: rows standardised (biased variance, eps 1e-5), times m = 2, then T^2 KL at T = 4."""
+    s, t = [1.0, 2.0, 3.0], [0.0, 0.0, 3.0]
+    s_hat = [2 * (v - 2.0) / math.sqrt(2 / 3 + 1e-5) for v in s]  # mean 2, var 2/3
+    t_hat = [2 * (v - 1.0) / math.sqrt(2.0 + 1e-5) for v in t]    # mean 1, var 2
+    expected = 16 * _kl(softmax([v / 4 for v in t_hat]), softmax([v / 4 for v in s_hat]))
+    st = torch.tensor([s], requires_grad=True)
+    loss = atkd_distillation(st, torch.tensor([t]))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert distillation_loss("atkd", student_logits=st, teacher_logits=torch.tensor([t]),
+                             tau2=4.0).item() == pytest.approx(expected, rel=1e-5)
+    # the standardisation makes it blind to the logits' scale and offset (same sharpness)
+    scaled = atkd_distillation(3 * st + 7, 10 * torch.tensor([t]) - 1)
+    assert scaled.item() == pytest.approx(expected, rel=1e-4)
+    loss.backward()
+    assert st.grad is not None and st.grad.abs().sum() > 0
+    assert st.grad.sum().abs() < 1e-6  # a shift of all logits changes nothing
+
+
+def test_dkd_by_hand() -> None:
+    """DKD: T^2 (alpha TCKD + beta NCKD) over the positive vs the rest, alpha 1, beta 0.5."""
+    rows = [([1.0, 0.0, -1.0], [2.0, 0.5, 0.0], 0), ([0.0, 1.0, 0.5], [0.2, -0.3, 1.5], 2)]
+
+    def by_hand(s: list[float], t: list[float], target: int, alpha: float, beta: float,
+                temp: float) -> float:
+        ps, pt = softmax([v / temp for v in s]), softmax([v / temp for v in t])
+        tckd = _kl([pt[target], 1 - pt[target]], [ps[target], 1 - ps[target]])
+        rest = [j for j in range(len(s)) if j != target]
+        nckd = _kl(softmax([t[j] / temp for j in rest]), softmax([s[j] / temp for j in rest]))
+        return temp ** 2 * (alpha * tckd + beta * nckd)
+
+    s = torch.tensor([r[0] for r in rows])
+    t = torch.tensor([r[1] for r in rows])
+    index = torch.tensor([r[2] for r in rows])
+    expected = sum(by_hand(*r, 1.0, 0.5, 1.0) for r in rows) / 2
+    assert dkd_distillation(s, t, index).item() == pytest.approx(expected, rel=1e-5)
+    got = distillation_loss("dkd", student_logits=s, teacher_logits=t, tau2=1.0,
+                            positive_index=index)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    expected_t2 = sum(by_hand(*r, 2.0, 3.0, 2.0) for r in rows) / 2
+    got_t2 = dkd_distillation(s, t, index, alpha=2.0, beta=3.0, temperature=2.0)
+    assert got_t2.item() == pytest.approx(expected_t2, rel=1e-5)
+    # default target: column 0 (MoCo v2's [k+, queue] layout)
+    assert dkd_distillation(s[:1], t[:1]).item() == pytest.approx(by_hand(*rows[0], 1, 0.5, 1),
+                                                                  rel=1e-5)
+    # DKD Eq. 7: alpha = 1, beta = 1 - p_t(teacher) gives back classical KD
+    for temp in (1.0, 3.0):
+        p_target = softmax([v / temp for v in rows[1][1]])[2]
+        dkd = dkd_distillation(s[1:], t[1:], index[1:], 1.0, 1 - p_target, temp)
+        kd = soft_target_loss(s[1:], t[1:], temp, kind="kl")
+        assert dkd.item() == pytest.approx(kd.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="positive_index"):
+        dkd_distillation(s, t, torch.tensor([0]))
 
 
 # ------------------------------------------------------------------------------ loss weights

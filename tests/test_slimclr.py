@@ -15,6 +15,7 @@ from slimssl.methods.mocov2 import MoCoV2, shuffled_forward
 from slimssl.methods.mocov3 import MoCoV3
 from slimssl.models import create
 from slimssl.nn import SlimBatchNorm2d, SubnetSpec
+from slimssl.recipes.distillation import atkd_distillation, dkd_distillation
 from slimssl.recipes.slimclr import SlimCLR, individual
 
 WIDTHS = [1.0, 0.75, 0.5, 0.25]
@@ -120,6 +121,26 @@ def test_mocov3_loss_is_symmetric_in_batch_contrastive():
     assert torch.allclose(out.loss, expected)
     q1 = out.embedding[:4]
     assert torch.allclose(s1, q1 @ k2.t(), atol=1e-6)
+    # DKD's target class: each row's positive key (the diagonal of both halves)
+    assert torch.equal(out.positive_index, torch.cat([labels, labels]))
+
+
+def test_dkd_and_atkd_distil_through_the_recipe():
+    """Table 3c alternatives in Eq. 7: (L_i + L_p,i) / 2 with L_p the DKD / ATKD loss; DKD takes
+    the student's positive_index as its target class."""
+    teacher = _out(1.0, [[1.0, 0.0, 0.5], [0.0, 2.0, 1.0]])
+    student = SubnetOutput(torch.tensor(2.0), torch.tensor([[0.0, 1.0, 0.5], [1.0, 0.0, 0.0]]),
+                           torch.zeros(2, 3), positive_index=torch.tensor([0, 1]))
+    specs = [SubnetSpec(1.0), SubnetSpec(0.5)]  # sum_others: lambda_2 = 1.0
+    dkd = SlimCLR(specs, distill="dkd", tau2=1.0).subnet_loss(1, specs, student, teacher)
+    ref = dkd_distillation(student.similarities, teacher.similarities, torch.tensor([0, 1]))
+    assert float(dkd) == pytest.approx((2.0 + float(ref)) / 2, rel=1e-6)
+    atkd = SlimCLR(specs, distill="atkd", tau2=4.0).subnet_loss(1, specs, student, teacher)
+    ref = atkd_distillation(student.similarities, teacher.similarities, 4.0)
+    assert float(atkd) == pytest.approx((2.0 + float(ref)) / 2, rel=1e-6)
+    cfg = load_config(None, ["recipe.distill=atkd"])
+    assert cfg.recipe.distill_temperature == 4.0  # ATKD's own (authors' code)
+    assert load_config(None, ["recipe.distill=dkd"]).recipe.distill_temperature == 1.0
 
 
 # ------------------------------------------------------------------ through the loop

@@ -37,12 +37,16 @@ class SubnetOutput:
             ``embedding``: the L2-normalised projections ``z`` (views stacked) of a method with
             a predictor, which SimSiam/BYOL-style students regress (US3L Table 1,
             "S-Net+Distill"). ``None`` means ``embedding``.
+        positive_index: per row of ``similarities``, the column of its positive candidate
+            (what DKD distillation treats as the target class); ``None`` means column 0, MoCo
+            v2's ``[k+, queue]`` layout.
     """
 
     loss: torch.Tensor
     similarities: torch.Tensor | None
     embedding: torch.Tensor
     target_embedding: torch.Tensor | None = None
+    positive_index: torch.Tensor | None = None
 
     @property
     def teacher_embedding(self) -> torch.Tensor:

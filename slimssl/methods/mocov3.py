@@ -55,4 +55,4 @@ class MoCoV3(SSLMethod):
         s1, labels = in_batch_logits(q1, keys[1], rank, 1.0)
         s2, _ = in_batch_logits(q2, keys[0], rank, 1.0)
         return SubnetOutput(mocov3_loss(s1, s2, labels, self.temperature), torch.cat([s1, s2]),
-                            torch.cat([q1, q2]))
+                            torch.cat([q1, q2]), positive_index=torch.cat([labels, labels]))

@@ -29,7 +29,9 @@ class SlimCLR(Recipe):
     """Args:
         family: the members, largest first (e.g. widths [1, .75, .5, .25]).
         slow_start_epochs: S; 0 disables slow start.
-        distill: ``ce`` (logits, SlimCLR), ``mse`` / ``kl_emb`` (Table 3c), or ``none``.
+        distill: ``ce`` (logits, SlimCLR's KD), ``mse`` / ``kl_emb`` (embeddings), ``atkd`` /
+            ``dkd`` (logits; Table 3c), or ``none``
+            (:func:`slimssl.recipes.distillation.distillation_loss`).
         tau2: distillation temperature.
         weights: reweighting scheme (``sum_others`` = Eq. 6, default; ``uniform`` = off).
     """
@@ -58,7 +60,7 @@ class SlimCLR(Recipe):
             distill = distillation_loss(
                 self.distill, student_logits=out.similarities,
                 teacher_logits=teacher.similarities, q_student=out.embedding,
-                q_teacher=teacher.embedding, tau2=self.tau2)
+                q_teacher=teacher.embedding, tau2=self.tau2, positive_index=out.positive_index)
         return weighted_term(index, lam[index], out.loss, distill)
 
 

@@ -1,24 +1,20 @@
-"""Config -> backbone, method and recipe. The only place that maps names to classes."""
+"""Config -> backbone, method and recipe, through the registries of :mod:`slimssl.models`,
+:mod:`slimssl.methods` and :mod:`slimssl.recipes` (each class owns its defaults).
+
+Building resolves every setting left ``None`` to the value actually used and writes it back into
+the config, so the ``config.yaml`` and checkpoint written after building show no ``null`` that
+stands for a value decided here.
+"""
 
 from __future__ import annotations
 
 from slimssl.engine.config import Config, ConfigError
 from slimssl.methods.base import SSLMethod
-from slimssl.methods.byol import BYOL
-from slimssl.methods.mocov2 import MoCoV2
-from slimssl.methods.mocov3 import MoCoV3
-from slimssl.methods.simclr import MomentumSimCLR, SimCLR
-from slimssl.methods.simsiam import SimSiam
-from slimssl.methods.supervised import SupervisedClassifier
+from slimssl.methods.registry import METHODS
 from slimssl.models.registry import create
 from slimssl.nn.switch import SlimmableModel
 from slimssl.recipes.base import Recipe
-from slimssl.recipes.dspnet import DSPNet
-from slimssl.recipes.sampling import UniversalSandwich
-from slimssl.recipes.slimclr import SlimCLR, individual
-from slimssl.recipes.supervised import SupervisedSlimmable, sandwich_sampler
-from slimssl.recipes.us3l import US3L, GroupReg
-from slimssl.recipes.usnet import NaiveSlimmable
+from slimssl.recipes.registry import RECIPES
 
 
 def build_backbone(cfg: Config) -> SlimmableModel:
@@ -30,36 +26,16 @@ def build_backbone(cfg: Config) -> SlimmableModel:
         kwargs["depth_choices"] = m.depths
     if m.base_width is not None:
         kwargs["base_width"] = m.base_width
-    if cfg.recipe.name == "individual" and len(m.widths) != 1:
-        raise ConfigError(f"recipe 'individual' trains one network: give exactly one width in "
-                          f"model.widths, got {m.widths}")
     return create(m.arch, **kwargs)
 
 
-def _build_method(cfg: Config, backbone: SlimmableModel) -> SSLMethod:
-    m = cfg.method
-    if m.name == "mocov2":
-        return MoCoV2(backbone, m.proj_hidden, m.proj_dim, m.queue_size, m.temperature,
-                      bn_splits=m.bn_splits)
-    if m.name == "mocov3":
-        return MoCoV3(backbone, m.proj_hidden or 4096, m.proj_dim, m.pred_hidden or 4096,
-                      m.temperature)
-    if m.name == "byol":
-        return BYOL(backbone, m.proj_hidden or 4096, m.proj_dim, m.pred_hidden or 4096)
-    if m.name == "simsiam":
-        return SimSiam(backbone, m.proj_hidden or 2048, m.proj_dim, m.pred_hidden or 512)
-    if m.name == "simclr":
-        return SimCLR(backbone, m.proj_hidden or 2048, m.proj_dim, m.temperature)
-    if m.name == "simclr_momentum":
-        return MomentumSimCLR(backbone, m.proj_hidden or 2048, m.proj_dim, m.pred_hidden or 2048,
-                              m.temperature, m.distill_head, m.distill_loss)
-    if m.name == "supervised":
-        return SupervisedClassifier(backbone, m.num_classes, m.label_smoothing)
-    raise NotImplementedError(f"method {m.name!r} is not implemented")
-
-
 def build_method(cfg: Config, backbone: SlimmableModel) -> SSLMethod:
-    method = _build_method(cfg, backbone)
+    """The registered method ``cfg.method.name`` on ``backbone``; ``cfg.method``'s ``None``
+    settings take the class's defaults (written back)."""
+    try:
+        method = METHODS.get(cfg.method.name).from_config(backbone, cfg.method)
+    except ValueError as err:
+        raise ConfigError(f"config key 'method': {err}") from None
     for key, enable in (("momentum_bn", method.use_momentum_bn),
                         ("fix_pred_lr", method.use_fixed_predictor_lr)):
         if getattr(cfg.method, key):
@@ -70,45 +46,19 @@ def build_method(cfg: Config, backbone: SlimmableModel) -> SSLMethod:
     return method
 
 
-def _require_norm(cfg: Config, model: SlimmableModel, mode: str) -> None:
-    if model.norm_mode != mode:
-        raise ConfigError(f"recipe {cfg.recipe.name!r} needs model.norm={mode!r}, got "
-                          f"{model.norm_mode!r}")
-
-
 def build_recipe(cfg: Config, model: SlimmableModel) -> Recipe:
-    r = cfg.recipe
-    family = model.family()
-    if r.name == "slimclr":
-        slow = cfg.train.epochs / 2 if r.slow_start_epochs is None else r.slow_start_epochs
-        return SlimCLR(family, slow, r.distill, r.distill_temperature, r.weights)
-    if r.name == "individual":
-        return individual(model.full_spec)
-    seed, epochs = cfg.train.seed, cfg.train.epochs
-    if r.name == "supervised":
-        if r.inplace_distill not in ("none", "kl"):
-            raise ConfigError(f"recipe 'supervised' distils soft labels: recipe.inplace_distill "
-                              f"must be 'kl' or 'none', got {r.inplace_distill!r}")
-        return SupervisedSlimmable(sandwich_sampler(model, r.num_sampled, seed),
-                                   distill=r.inplace_distill == "kl",
-                                   label_weight=r.kd_label_weight)
-    if r.name == "dspnet":
-        return DSPNet(family, r.num_sampled, r.warmup_full_epochs, seed)
-    if r.name == "snet":
-        _require_norm(cfg, model, "switchable")
-        return NaiveSlimmable(family=family, distill=r.inplace_distill,
-                              temperature=cfg.method.temperature)
-    w_min, w_max = model.width_range
-    if r.name == "usnet":
-        _require_norm(cfg, model, "universal")
-        return NaiveSlimmable(width_sampler=UniversalSandwich(w_min, w_max, r.num_sampled, seed),
-                              distill=r.inplace_distill, temperature=cfg.method.temperature)
-    if r.name == "us3l":
-        _require_norm(cfg, model, "universal")
-        reg = (GroupReg(r.group_reg, r.group_reg_alpha, r.group_reg_groups,
-                        r.group_reg_warmup_epochs) if r.group_reg > 0 else None)
-        return US3L(w_min, w_max, r.num_sampled, epochs, r.dynamic_sampling, reg, seed)
-    raise NotImplementedError(f"recipe {r.name!r} is not implemented")
+    """The registered recipe ``cfg.recipe.name`` for ``model``: the recipe class reads its own
+    settings (:meth:`~slimssl.recipes.base.Recipe.from_config`) and its ``update_mode`` is the
+    default of ``recipe.update_mode``."""
+    try:
+        cls = RECIPES.get(cfg.recipe.name)
+        recipe = cls.from_config(cfg, model)
+    except ValueError as err:
+        raise ConfigError(f"config key 'recipe': {err}") from None
+    if cfg.recipe.update_mode is None:
+        cfg.recipe.update_mode = cls.update_mode
+    recipe.update_mode = cfg.recipe.update_mode
+    return recipe
 
 
 def load_pretrained(path: str, map_location: str = "cpu") -> tuple[Config, SSLMethod]:

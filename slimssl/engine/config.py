@@ -42,7 +42,6 @@ __all__ = [
     "TrainConfig",
     "EvalConfig",
     "DiagnosticsConfig",
-    "LogConfig",
     "Config",
     "default_distill_temperature",
     "load_config",
@@ -279,18 +278,6 @@ class DiagnosticsConfig:
 
 
 @dataclass
-class LogConfig:
-    """Metric sinks beside RUN/metrics.jsonl, metrics.csv and TensorBoard (``engine.logging``)."""
-
-    # also log every metric to Weights & Biases (pip install 'slimssl[wandb]'); the environment
-    # variable WANDB_MODE=offline logs without an account (wandb sync uploads later)
-    wandb: bool = False
-    wandb_project: str = "slimssl"  # W&B project
-    wandb_entity: Optional[str] = None  # W&B team or user; None: the account's default
-    wandb_name: Optional[str] = None  # W&B run name; None: the run directory's name
-
-
-@dataclass
 class Config:
     """The whole run configuration."""
 
@@ -302,7 +289,6 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
-    log: LogConfig = field(default_factory=LogConfig)
     out_dir: str = "runs/slimclr-digits"  # the run directory (config, metrics, checkpoints, results)
 
     def __post_init__(self) -> None:
@@ -513,8 +499,11 @@ def default_distill_temperature(method: str, distill: str = "ce") -> float:
 
 def _resolve_defaults(cfg: Config) -> None:
     """Fill settings whose default depends on another key (the saved config shows the value)."""
-    if cfg.recipe.update_mode is None:
-        cfg.recipe.update_mode = "accumulate" if cfg.recipe.name == "dspnet" else "sum"
+    if cfg.recipe.update_mode is None:  # the recipe class's own default
+        from slimssl.recipes.registry import RECIPES
+
+        if cfg.recipe.name in RECIPES:
+            cfg.recipe.update_mode = RECIPES.get(cfg.recipe.name).update_mode
     if cfg.method.fix_pred_lr is None:
         cfg.method.fix_pred_lr = cfg.method.name == "simsiam"
     if cfg.recipe.distill_temperature is None:

@@ -10,6 +10,7 @@ recipes'), and no optimizer (the engine's, which also performs the EMA update of
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass, fields
 from typing import Any, ContextManager
 
@@ -70,6 +71,33 @@ class SSLMethod(nn.Module):
     uses_momentum_target: bool = True
     #: ``target_forward`` also receives the batch's labels (supervised fine-tuning).
     needs_labels: bool = False
+    #: the registered name (:func:`slimssl.methods.registry.register_method` sets it)
+    name: str = "method"
+
+    @classmethod
+    def backbone_defaults(cls, backbone: Any) -> dict[str, Any]:
+        """Defaults that depend on the backbone (e.g. a hidden size equal to its feature size),
+        for settings whose ``__init__`` default is ``None``; none by default."""
+        return {}
+
+    @classmethod
+    def from_config(cls, backbone: Any, settings: Any) -> "SSLMethod":
+        """Build from a config section (``MethodConfig``): every ``__init__`` parameter that
+        ``settings`` has an attribute of the same name for takes that value; a ``None`` there
+        takes the class's own default (:meth:`backbone_defaults`, else the ``__init__``
+        default), which is written back into ``settings`` so that the saved config shows the
+        value actually used."""
+        kwargs: dict[str, Any] = {}
+        own = cls.backbone_defaults(backbone)
+        for pname, param in inspect.signature(cls.__init__).parameters.items():
+            if pname in ("self", "backbone") or not hasattr(settings, pname):
+                continue
+            value = getattr(settings, pname)
+            if value is None:
+                value = own.get(pname, None if param.default is param.empty else param.default)
+                setattr(settings, pname, value)
+            kwargs[pname] = value
+        return cls(backbone, **kwargs)
 
     def __init__(self, online: SlimEncoder) -> None:
         super().__init__()

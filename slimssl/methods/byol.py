@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from slimssl.methods.base import SSLMethod, SubnetOutput
+from slimssl.methods.registry import register_method
 from slimssl.methods.losses import byol_loss
 from slimssl.models.encoder import SlimEncoder
 from slimssl.models.heads import SlimMLP, head_kwargs
@@ -34,6 +35,7 @@ def stacked_unit(xs: list[torch.Tensor]) -> torch.Tensor:
     return F.normalize(torch.cat(xs), dim=1)
 
 
+@register_method("byol")
 class BYOL(SSLMethod):
     """Symmetrised BYOL loss of each sub-network against the full-size EMA target.
 

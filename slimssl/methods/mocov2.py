@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from slimssl.dist import concat_all_gather, get_rank, get_world_size, is_dist
 from slimssl.methods.base import SSLMethod, SubnetOutput
+from slimssl.methods.registry import register_method
 from slimssl.methods.losses import MemoryQueue, info_nce_from_logits, moco_logits
 from slimssl.models.encoder import SlimEncoder
 from slimssl.models.heads import SlimMLP, head_kwargs
@@ -50,6 +51,7 @@ def shuffled_forward(encoder: torch.nn.Module, x: torch.Tensor, splits: int) -> 
     return split_forward(encoder, x[perm], splits)[torch.argsort(perm)]
 
 
+@register_method("mocov2")
 class MoCoV2(SSLMethod):
     """MoCo v2 loss per sub-network against full-width keys and a shared queue.
 
@@ -66,6 +68,12 @@ class MoCoV2(SSLMethod):
         >>> k = method.target_forward((x1, x2))
         >>> out = method.subnet_forward((x1, x2), SubnetSpec(0.5), k)
     """
+
+    @classmethod
+    def backbone_defaults(cls, backbone: SlimmableModel) -> dict:
+        """MoCo v2's projector hidden layer is as wide as the backbone's features (2048 on a
+        ResNet-50, Chen et al. 2020)."""
+        return {"proj_hidden": backbone.full_features}
 
     def __init__(self, backbone: SlimmableModel, proj_hidden: int | None = None,
                  proj_dim: int = 128, queue_size: int = 65536, temperature: float = 0.2,

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from slimssl.dist import concat_all_gather, get_rank
 from slimssl.methods.base import SSLMethod, SubnetOutput
+from slimssl.methods.registry import register_method
 from slimssl.methods.losses import in_batch_logits, mocov3_loss
 from slimssl.models.encoder import SlimEncoder
 from slimssl.models.heads import SlimMLP, head_kwargs
@@ -21,6 +22,7 @@ from slimssl.nn.spec import SubnetSpec
 from slimssl.nn.switch import SlimmableModel
 
 
+@register_method("mocov3")
 class MoCoV3(SSLMethod):
     """Symmetric MoCo v3 loss per sub-network against the full-width momentum keys.
 

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from slimssl.dist import all_gather_tensor, concat_all_gather, get_rank
 from slimssl.methods.base import SSLMethod, SubnetOutput
+from slimssl.methods.registry import register_method
 from slimssl.methods.byol import Views, stacked_unit
 from slimssl.methods.losses import simsiam_loss
 from slimssl.models.encoder import SlimEncoder
@@ -102,6 +103,7 @@ def _projector(backbone: SlimmableModel, hidden: int, dim: int, slim_hidden: boo
                    **dict(head_kwargs(backbone), slim_hidden=slim_hidden))
 
 
+@register_method("simclr")
 class SimCLR(SSLMethod):
     """NT-Xent of each sub-network's two views, negatives from the global batch.
 
@@ -128,6 +130,7 @@ class SimCLR(SSLMethod):
                             stacked_unit(zs))
 
 
+@register_method("simclr_momentum")
 class MomentumSimCLR(SSLMethod):
     """US3L's method: base InfoNCE vs the momentum teacher for the full network, distillation
     from the same teacher through an auxiliary head for every sub-network.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from slimssl.methods.base import SSLMethod, SubnetOutput
+from slimssl.methods.registry import register_method
 from slimssl.methods.byol import Views, stacked_unit
 from slimssl.methods.losses import simsiam_loss
 from slimssl.models.encoder import SlimEncoder
@@ -22,6 +23,7 @@ from slimssl.nn.spec import SubnetSpec
 from slimssl.nn.switch import SlimmableModel
 
 
+@register_method("simsiam")
 class SimSiam(SSLMethod):
     """Symmetric negative-cosine loss of each sub-network against its own projections.
 

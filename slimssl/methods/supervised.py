@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from slimssl.methods.base import SSLMethod, SubnetOutput
+from slimssl.methods.registry import register_method
 from slimssl.models.encoder import SlimEncoder
 from slimssl.models.heads import SlimMLP, head_kwargs
 from slimssl.nn.spec import SubnetSpec
@@ -31,6 +32,7 @@ def classifier_head(backbone: SlimmableModel, num_classes: int) -> SlimMLP:
     return SlimMLP(dim, dim, num_classes, num_layers=1, **head_kwargs(backbone))
 
 
+@register_method("supervised")
 class SupervisedClassifier(SSLMethod):
     """Cross-entropy (optionally label-smoothed) of each member's logits against the labels.
 

@@ -23,6 +23,7 @@ import torch
 from slimssl.methods.base import SubnetOutput
 from slimssl.nn.spec import SubnetSpec
 from slimssl.recipes.base import Recipe
+from slimssl.recipes.registry import register_recipe
 from slimssl.recipes.sampling import Sandwich, slow_start_active
 
 
@@ -35,6 +36,7 @@ def member_size(spec: SubnetSpec) -> tuple[float, int]:
     return spec.width, sum(spec.depth) if spec.depth is not None else 0
 
 
+@register_recipe("dspnet")
 class DSPNet(Recipe):
     """Args:
         family: the desired networks (``model.family()``).
@@ -44,6 +46,17 @@ class DSPNet(Recipe):
     """
 
     name = "dspnet"
+    update_mode = "accumulate"  # backward per DN as soon as its loss exists (Sec. 4.1)
+
+    @classmethod
+    def from_config(cls, cfg: Any, model: Any) -> "DSPNet":
+        r = cfg.recipe
+        return cls(model.family(), r.num_sampled, r.warmup_full_epochs, cfg.train.seed)
+
+    def teacher_index(self, specs: list[SubnetSpec]) -> int | None:
+        """None: the full-size EMA target is the teacher of all (Sec. 4.2), not an online
+        member."""
+        return None
 
     def __init__(self, family: Sequence[SubnetSpec], k: int = 4, warmup_full_epochs: float = 10.0,
                  seed: int = 0) -> None:

@@ -13,18 +13,21 @@ alone is the individual-network baseline — see :func:`individual`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
 from slimssl.methods.base import SubnetOutput
 from slimssl.nn.spec import SubnetSpec
-from slimssl.recipes.base import Recipe
+from slimssl.recipes.base import Recipe, setting
 from slimssl.recipes.distillation import distillation_loss
 from slimssl.recipes.loss_weights import loss_weights, weighted_term
+from slimssl.recipes.registry import register_recipe
 from slimssl.recipes.sampling import slow_start_active
 
 
+@register_recipe("slimclr")
+@register_recipe("individual")
 class SlimCLR(Recipe):
     """Args:
         family: the members, largest first (e.g. widths [1, .75, .5, .25]).
@@ -37,6 +40,25 @@ class SlimCLR(Recipe):
     """
 
     name = "slimclr"
+
+    @classmethod
+    def from_config(cls, cfg: Any, model: Any) -> "SlimCLR":
+        """``slimclr``: every member of ``model``'s family; slow start S defaults to half the
+        epochs (Sec. 3.4). ``individual``: :func:`individual` at the model's only width."""
+        r = cfg.recipe
+        if r.name == "individual":
+            if len(model.widths) != 1:
+                raise ValueError(f"recipe 'individual' trains one network: give exactly one width "
+                                 f"in model.widths, got {list(model.widths)}")
+            return individual(model.full_spec)
+        slow = setting(r, "slow_start_epochs", cfg.train.epochs / 2)
+        tau2 = setting(r, "distill_temperature", 5.0)  # SlimCLR-MoCov2's tau_2 (Sec. 4.1)
+        return cls(model.family(), slow, r.distill, tau2, r.weights)
+
+    def teacher_index(self, specs: list[SubnetSpec]) -> int | None:
+        """The full ONLINE network (first) is the teacher of the online distillation (Eq. 4-5);
+        none while it trains alone or without distillation."""
+        return 0 if self.distill != "none" and len(specs) > 1 else None
 
     def __init__(self, family: Sequence[SubnetSpec], slow_start_epochs: float = 0.0,
                  distill: str = "ce", tau2: float = 5.0, weights: str = "sum_others") -> None:

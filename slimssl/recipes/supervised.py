@@ -36,6 +36,7 @@ from slimssl.nn.spec import SubnetSpec, as_spec
 from slimssl.nn.switch import SlimmableModel
 from slimssl.recipes.base import Recipe
 from slimssl.recipes.dspnet import member_size
+from slimssl.recipes.registry import register_recipe
 from slimssl.recipes.sampling import Sandwich, UniversalSandwich
 
 
@@ -52,6 +53,7 @@ def sandwich_sampler(model: SlimmableModel, k: int, seed: int) -> Sandwich | Uni
     return Sandwich(family, size, key=member_size, seed=seed)
 
 
+@register_recipe("supervised")
 class SupervisedSlimmable(Recipe):
     """Args:
         sampler: :func:`sandwich_sampler` (largest first, smallest second).
@@ -62,6 +64,21 @@ class SupervisedSlimmable(Recipe):
     """
 
     name = "supervised"
+
+    @classmethod
+    def from_config(cls, cfg: Any, model: Any) -> "SupervisedSlimmable":
+        """Sandwich rule over ``recipe.num_sampled`` members; ``recipe.inplace_distill``
+        ``kl`` (soft labels of the largest member) or ``none``."""
+        r = cfg.recipe
+        if r.inplace_distill not in ("none", "kl"):
+            raise ValueError(f"recipe 'supervised' distils soft labels: recipe.inplace_distill "
+                             f"must be 'kl' or 'none', got {r.inplace_distill!r}")
+        return cls(sandwich_sampler(model, r.num_sampled, cfg.train.seed),
+                   distill=r.inplace_distill == "kl", label_weight=r.kd_label_weight)
+
+    def teacher_index(self, specs: list[SubnetSpec]) -> int | None:
+        """The largest member (first), whose soft labels the others learn; none without KD."""
+        return 0 if self.distill and len(specs) > 1 else None
 
     def __init__(self, sampler: Sandwich | UniversalSandwich, distill: bool = True,
                  label_weight: float = 0.0) -> None:

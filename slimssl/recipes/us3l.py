@@ -47,8 +47,9 @@ from torch import nn
 
 from slimssl.methods.base import SubnetOutput
 from slimssl.nn.spec import WIDTH_TOL, SubnetSpec
-from slimssl.recipes.base import Recipe
+from slimssl.recipes.base import Recipe, require_norm
 from slimssl.recipes.group_reg import group_reg_alpha, group_regularization
+from slimssl.recipes.registry import register_recipe
 from slimssl.recipes.sampling import UniversalSandwich, dynamic_min_width, dynamic_stages
 
 DYNAMIC_NUM_STAGES = 4  # slides: [1, 1] -> [.75, 1] -> [.5, 1] -> [.25, 1]
@@ -74,6 +75,7 @@ class GroupReg:
         return group_regularization(grouped, self.groups, self.lam, alpha_t, plain)
 
 
+@register_recipe("us3l")
 class US3L(Recipe):
     """Args:
         w_min / w_max: the width range (0.25, 1.0).
@@ -86,6 +88,22 @@ class US3L(Recipe):
     """
 
     name = "us3l"
+
+    @classmethod
+    def from_config(cls, cfg: Any, model: Any) -> "US3L":
+        """The universal model's width range, ``recipe.num_sampled`` widths per step, dynamic
+        sampling over the run's epochs, group regularization when ``recipe.group_reg > 0``."""
+        r = cfg.recipe
+        require_norm(r.name, model, "universal")
+        w_min, w_max = model.width_range
+        reg = (GroupReg(r.group_reg, r.group_reg_alpha, r.group_reg_groups,
+                        r.group_reg_warmup_epochs) if r.group_reg > 0 else None)
+        return cls(w_min, w_max, r.num_sampled, cfg.train.epochs, r.dynamic_sampling, reg,
+                   cfg.train.seed)
+
+    def teacher_index(self, specs: list[SubnetSpec]) -> int | None:
+        """None: the method's momentum teacher serves every width (guideline 3)."""
+        return None
 
     def __init__(self, w_min: float = 0.25, w_max: float = 1.0, n: int = 3,
                  total_epochs: float = 100.0, dynamic: bool = True,

@@ -29,12 +29,15 @@ import torch
 from slimssl.methods.base import SubnetOutput
 from slimssl.methods.simclr import cross_view_distillation
 from slimssl.nn.spec import SubnetSpec
-from slimssl.recipes.base import Recipe
+from slimssl.recipes.base import Recipe, require_norm
+from slimssl.recipes.registry import register_recipe
 from slimssl.recipes.sampling import UniversalSandwich
 
 InplaceDistill = Literal["none", "cosine", "infonce"]
 
 
+@register_recipe("snet")
+@register_recipe("usnet")
 class NaiveSlimmable(Recipe):
     """Give exactly one of ``family`` (S-Net: all of them, largest first) or ``width_sampler``
     (US-Net: sandwich rule over a width range).
@@ -45,6 +48,25 @@ class NaiveSlimmable(Recipe):
     """
 
     name = "usnet"
+
+    @classmethod
+    def from_config(cls, cfg: Any, model: Any) -> "NaiveSlimmable":
+        """``snet``: the switchable family; ``usnet``: the sandwich rule of
+        ``recipe.num_sampled`` widths over the universal model's width range. The ``infonce``
+        distillation uses the method's temperature."""
+        r = cfg.recipe
+        if r.name == "snet":
+            require_norm(r.name, model, "switchable")
+            return cls(family=model.family(), distill=r.inplace_distill,
+                       temperature=cfg.method.temperature)
+        require_norm(r.name, model, "universal")
+        w_min, w_max = model.width_range
+        return cls(width_sampler=UniversalSandwich(w_min, w_max, r.num_sampled, cfg.train.seed),
+                   distill=r.inplace_distill, temperature=cfg.method.temperature)
+
+    def teacher_index(self, specs: list[SubnetSpec]) -> int | None:
+        """The full network (first) under inplace distillation; none without."""
+        return 0 if self.distill != "none" and len(specs) > 1 else None
 
     def __init__(self, family: Sequence[SubnetSpec] | None = None,
                  width_sampler: UniversalSandwich | None = None,

@@ -42,6 +42,7 @@ __all__ = [
     "TrainConfig",
     "EvalConfig",
     "DiagnosticsConfig",
+    "LogConfig",
     "Config",
     "default_distill_temperature",
     "load_config",
@@ -278,6 +279,18 @@ class DiagnosticsConfig:
 
 
 @dataclass
+class LogConfig:
+    """Metric sinks beside RUN/metrics.jsonl, metrics.csv and TensorBoard (``engine.logging``)."""
+
+    # also log every metric to Weights & Biases (pip install 'slimssl[wandb]'); the environment
+    # variable WANDB_MODE=offline logs without an account (wandb sync uploads later)
+    wandb: bool = False
+    wandb_project: str = "slimssl"  # W&B project
+    wandb_entity: Optional[str] = None  # W&B team or user; None: the account's default
+    wandb_name: Optional[str] = None  # W&B run name; None: the run directory's name
+
+
+@dataclass
 class Config:
     """The whole run configuration."""
 
@@ -289,6 +302,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     out_dir: str = "runs/slimclr-digits"  # the run directory (config, metrics, checkpoints, results)
 
     def __post_init__(self) -> None:

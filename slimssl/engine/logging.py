@@ -12,6 +12,13 @@ Files written in ``run_dir`` (rank 0 only; other ranks get a logger that does no
   spreadsheet sees train and eval rows on one step axis.)
 - ``tb/`` - TensorBoard scalars ``<kind>/<metric>`` if ``tensorboard=True`` and
   ``torch.utils.tensorboard`` imports; otherwise silently skipped (one warning).
+- Weights & Biases (``log.wandb: true``; optional, ``pip install 'slimssl[wandb]'``): the same
+  ``<kind>/<metric>`` scalars at the same step, the resolved config as the run's config, files in
+  ``wandb/``. The W&B run id is kept in ``wandb_run_id.txt`` so a resumed run continues the same
+  W&B run (W&B ignores steps it has already seen, so the steps a resume repeats are not re-sent).
+  ``WANDB_MODE=offline`` logs without an account (``wandb sync`` uploads later). A missing
+  ``wandb`` package is an error that says how to install it, not a silent skip: the user asked for
+  this sink.
 
 Re-opening an existing run dir (resume) reads back ``metrics.jsonl``; :meth:`MetricsLogger.drop_after`
 removes records newer than the resumed step so the curves have no duplicates.
@@ -23,13 +30,14 @@ import csv
 import json
 import math
 import os
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from slimssl.dist import is_main
 
-__all__ = ["MetricsLogger", "read_metrics"]
+__all__ = ["MetricsLogger", "read_metrics", "open_wandb"]
 
 _KEYS = ("kind", "step", "epoch")
 
@@ -72,12 +80,16 @@ class MetricsLogger:
         run_dir: Union[str, os.PathLike],
         tensorboard: bool = True,
         enabled: Optional[bool] = None,
+        wandb: Optional[Mapping[str, Any]] = None,
     ) -> None:
+        """``wandb``: ``wandb.init`` arguments (project, entity, name, config) to also log to
+        Weights & Biases; None: off."""
         self.run_dir = Path(run_dir)
         self.enabled = is_main() if enabled is None else enabled
         self._records: list[dict] = []
         self._columns: list[str] = list(_KEYS)
         self._tb = None
+        self._wandb = None
         self._jsonl = None
         if not self.enabled:
             return
@@ -96,6 +108,8 @@ class MetricsLogger:
                 self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
             except Exception as e:  # noqa: BLE001 - tensorboard is optional
                 warnings.warn(f"TensorBoard logging disabled: {e}", RuntimeWarning, stacklevel=2)
+        if wandb is not None:
+            self._wandb = open_wandb(self.run_dir, **wandb)
 
     # -- public ------------------------------------------------------------------------------
 
@@ -123,12 +137,14 @@ class MetricsLogger:
         else:
             with self._csv_path.open("a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self._columns).writerow(rec)
+        scalars = {f"{kind}/{k}": v for k, v in rec.items()
+                   if k not in ("kind", "step") and not isinstance(v, bool)
+                   and isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))}
         if self._tb is not None:
-            for k, v in rec.items():
-                if k in ("kind", "step") or isinstance(v, bool):
-                    continue
-                if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
-                    self._tb.add_scalar(f"{kind}/{k}", v, int(step))
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, v, int(step))
+        if self._wandb is not None and scalars:
+            self._wandb.log(scalars, step=int(step))
 
     def drop_after(self, step: int) -> None:
         """Forget records with ``step > step`` (resume from an earlier checkpoint) and rewrite
@@ -162,6 +178,9 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
 
     def __enter__(self) -> "MetricsLogger":
         return self
@@ -184,3 +203,23 @@ class MetricsLogger:
             for r in self._records:
                 w.writerow(r)
         os.replace(tmp, self._csv_path)
+
+
+def open_wandb(run_dir: Path, project: str, entity: Optional[str] = None,
+               name: Optional[str] = None, config: Optional[Mapping[str, Any]] = None) -> Any:
+    """A Weights & Biases run writing to ``run_dir/wandb``, resuming the run id stored in
+    ``run_dir/wandb_run_id.txt`` (written on first use)."""
+    try:
+        import wandb
+    except ImportError:
+        from slimssl.engine.config import ConfigError
+
+        raise ConfigError("config key 'log.wandb' is true but the wandb package is not "
+                          "installed: pip install 'slimssl[wandb]' (or pip install wandb), or "
+                          "set log.wandb=false") from None
+    id_file = run_dir / "wandb_run_id.txt"
+    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
+    id_file.write_text(run_id + "\n")
+    (run_dir / "wandb").mkdir(exist_ok=True)
+    return wandb.init(project=project, entity=entity, name=name or run_dir.name,
+                      config=dict(config or {}), dir=str(run_dir), id=run_id, resume="allow")

@@ -228,7 +228,9 @@ class Trainer:
         if cfg.train.compile:
             self.method.online.compile()  # in place: keeps .subnet() and state_dict keys
         self.state = TrainState()
-        self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.train.tensorboard)
+        wandb = (dict(project=cfg.log.wandb_project, entity=cfg.log.wandb_entity,
+                      name=cfg.log.wandb_name, config=cfg.to_dict()) if cfg.log.wandb else None)
+        self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.train.tensorboard, wandb=wandb)
         if is_main():
             save_config(cfg, self.run_dir / "config.yaml")
         if resume:

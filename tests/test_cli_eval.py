@@ -36,21 +36,43 @@ def run_dir(tmp_path_factory):
 
 
 def test_linear_merges_switchable_and_slimmable_columns(run_dir, capsys):
-    assert main(["linear", str(run_dir), "--epochs", "2", "--distill"]) == 0
+    # a SlimCLR-MoCov2 run: SlimCLR's MoCo v2 protocol with probe distillation by default
+    assert main(["linear", str(run_dir), "--epochs", "2"]) == 0
     rows = {r["subnet"]: r for r in read_results(run_dir)}
     assert [rows[s]["knn_top1_k200"] for s in ("w1.00", "w0.50", "w0.10")] == [11.0, 12.0, 13.0]
     for s in ("w1.00", "w0.50"):
         for key in ("linear_switchable_top1", "linear_switchable_top5",
                     "linear_slimmable_top1", "linear_slimmable_top5"):
             assert 0 <= rows[s][key] <= 100
-        assert rows[s]["linear_switchable_protocol"].startswith("dspnet fast 2ep")
+        assert rows[s]["linear_switchable_protocol"] == "mocov2 fast 2ep lr60 bs1024 distill"
     assert rows["w1.00"]["feature_dim"] == 2 * rows["w0.50"]["feature_dim"]
     assert "linear_switchable_top1" not in rows["w0.10"]
     md = (run_dir / "results.md").read_text()
     assert "Lin-sw top-1" in md and "Lin-sl top-1" in md
     assert "linear_slimmable_top1" in (run_dir / "results.csv").read_text().splitlines()[0]
     assert (run_dir / "accuracy_vs_macs.png").stat().st_size > 0
-    assert "Lin-sw top-1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Lin-sw top-1" in out and "protocol from the run: SlimCLR Sec. 4.1" in out
+
+
+def test_linear_protocol_follows_the_run():
+    """SlimCLR Sec. 4.1 (MoCo v2 / v3 probes, distillation T = 1 for SlimCLR runs), DSPNet
+    App. 0.A.2 for DSPNet runs and as the fallback; a shortened step schedule keeps its shape."""
+    import argparse
+
+    from slimssl.cli.linear import _recipe, run_defaults
+
+    assert run_defaults("slimclr", "mocov2")[:2] == ("mocov2", True)
+    assert run_defaults("slimclr", "mocov3")[:2] == ("mocov3", True)
+    assert run_defaults("individual", "mocov3")[:2] == ("mocov3", False)
+    assert run_defaults("usnet", "mocov2")[:2] == ("mocov2", False)
+    assert run_defaults("dspnet", "byol")[:2] == ("dspnet", False)
+    assert run_defaults("us3l", "simclr_momentum")[:2] == ("dspnet", False)
+    args = argparse.Namespace(epochs=10, lr=None, batch_size=None, bn=None)
+    short = _recipe(args, "mocov2")
+    assert (short.epochs, short.milestones, short.lr) == (10, (6.0, 8.0), 60.0)
+    assert short.lr_at(59, 100) == 60.0 and short.lr_at(60, 100) == pytest.approx(6.0)
+    assert short.lr_at(80, 100) == pytest.approx(0.6)
 
 
 def test_finetune_and_linear_only_add_their_own_columns(run_dir):

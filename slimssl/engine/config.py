@@ -107,7 +107,7 @@ class ModelConfig:
     """Backbone and sub-network family."""
 
     # registered backbone (models/registry.py): resnet10_narrow, resnet18/34/50/101,
-    # mobilenet_v2, mobilenet_v3_large, vit_tiny, vit_small
+    # mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small, vit_tiny, vit_small
     arch: str = "resnet10_narrow"
     # ResNet stem: cifar (3x3 conv, no max-pool) or imagenet (7x7 conv + max-pool)
     stem: str = choice("cifar", "cifar", "imagenet")

@@ -21,7 +21,6 @@ from slimssl.data.folder import (
     FolderIndex,
     StreamingImageFolder,
     load_image_folder,
-    load_image_folder_in_memory,
     scan_folder,
 )
 from slimssl.data.loaders import (StreamingBatchLoader, TensorBatchLoader, make_loader,
@@ -67,7 +66,6 @@ __all__ = [
     "load_split",
     "load_digits_splits",
     "load_image_folder",
-    "load_image_folder_in_memory",
     "make_loader",
     "make_synthetic",
     "make_views",

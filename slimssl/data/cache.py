@@ -11,17 +11,20 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from slimssl.data.errors import DataError
-from slimssl.data.folder import FolderIndex, decode_files
 from slimssl.data.tensor_dataset import ImageTensorDataset
+
+if TYPE_CHECKING:  # folder.py imports this module, never the other way round
+    from slimssl.data.folder import FolderIndex
 
 CACHE_VERSION = 1
 
 
-def cache_key(index: FolderIndex, image_size: int | None) -> str:
+def cache_key(index: "FolderIndex", image_size: int | None) -> str:
     """Hex digest identifying the folder's current contents and the decode settings."""
     h = hashlib.sha256()
     h.update(f"v{CACHE_VERSION}|{index.root.resolve()}|{image_size}|{index.labels is not None}".encode())
@@ -32,13 +35,13 @@ def cache_key(index: FolderIndex, image_size: int | None) -> str:
 
 
 def cached_folder_dataset(
-    index: FolderIndex,
+    index: "FolderIndex",
     image_size: int | None,
     cache_dir: str | os.PathLike,
-    strict: bool = False,
-    num_threads: int | None = None,
+    decode: Callable[[], ImageTensorDataset],
 ) -> ImageTensorDataset:
-    """Load ``index`` from ``cache_dir`` when cached, else decode and store it."""
+    """Load ``index`` from ``cache_dir`` when cached, else ``decode()`` it and store the result
+    (``decode`` is :func:`slimssl.data.folder.dataset_from_index` with the caller's settings)."""
     cdir = Path(cache_dir).expanduser()
     try:
         cdir.mkdir(parents=True, exist_ok=True)
@@ -58,9 +61,7 @@ def cached_folder_dataset(
             )
         except Exception:  # noqa: BLE001 - a broken cache file is rebuilt, never fatal
             file.unlink(missing_ok=True)
-    images, kept = decode_files(index.files, image_size, strict, num_threads, index.root)
-    labels = None if index.labels is None else torch.tensor([index.labels[i] for i in kept], dtype=torch.long)
-    ds = ImageTensorDataset(images=images, labels=labels, classes=list(index.classes), source=str(index.root))
+    ds = decode()
     tmp = file.with_suffix(".tmp")
     torch.save(
         {"images": ds.images, "labels": ds.labels, "classes": ds.classes, "mean": ds.mean, "std": ds.std},

@@ -2,8 +2,9 @@
 
 Two representations (DESIGN.md section 1, ``data/``):
 
-- :func:`load_image_folder_in_memory` decodes every file once into an
-  :class:`~slimssl.data.tensor_dataset.ImageTensorDataset` (fast epochs, batched augmentation);
+- :func:`dataset_from_index` decodes every file once into an
+  :class:`~slimssl.data.tensor_dataset.ImageTensorDataset` (fast epochs, batched augmentation),
+  kept in ``cache_dir`` by :mod:`slimssl.data.cache` when one is given;
 - :class:`StreamingImageFolder` decodes per item, for folders too large for memory
   (ImageNet), used with DataLoader workers.
 
@@ -21,6 +22,7 @@ from typing import Literal
 
 import torch
 
+from slimssl.data.cache import cached_folder_dataset
 from slimssl.data.decode import decode_image, is_image_file, peek_size
 from slimssl.data.errors import DataError, DataWarning
 from slimssl.data.tensor_dataset import ImageTensorDataset, channel_mean_std
@@ -184,28 +186,6 @@ def decode_files(
     return torch.stack(tensors), kept
 
 
-def load_image_folder_in_memory(
-    root: str | os.PathLike,
-    image_size: int | None = None,
-    labelled: bool | None = None,
-    strict: bool = False,
-    num_threads: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> ImageTensorDataset:
-    """Decode a whole folder into an :class:`ImageTensorDataset`.
-
-    ``image_size`` resizes the shorter side and center-crops (needed when sizes differ).
-    ``cache_dir`` stores the decoded tensor keyed by path, file sizes and mtimes
-    (see :mod:`slimssl.data.cache`), so the next run skips decoding.
-    """
-    index = scan_folder(root, labelled)
-    if cache_dir is not None:
-        from slimssl.data.cache import cached_folder_dataset
-
-        return cached_folder_dataset(index, image_size, cache_dir, strict, num_threads)
-    return dataset_from_index(index, image_size, strict, num_threads)
-
-
 def dataset_from_index(
     index: FolderIndex, image_size: int | None, strict: bool = False, num_threads: int | None = None
 ) -> ImageTensorDataset:
@@ -351,7 +331,9 @@ def load_image_folder(
     """Load a labelled (``root/<class>/<image>``) or unlabeled folder.
 
     ``mode="auto"`` decodes into memory unless :func:`choose_mode` says stream;
-    ``"memory"``/``"stream"`` force a representation.
+    ``"memory"``/``"stream"`` force a representation. In memory, ``image_size`` resizes the
+    shorter side and center-crops, and ``cache_dir`` stores the decoded tensor keyed by path,
+    file sizes and mtimes (:mod:`slimssl.data.cache`), so the next run skips decoding.
     """
     if mode not in ("auto", "memory", "stream"):
         raise DataError(f"mode must be 'auto', 'memory' or 'stream', got {mode!r}")
@@ -361,7 +343,7 @@ def load_image_folder(
     if mode == "stream":
         return StreamingImageFolder(index, image_size=image_size, strict=strict)
     if cache_dir is not None:
-        from slimssl.data.cache import cached_folder_dataset
-
-        return cached_folder_dataset(index, image_size, cache_dir, strict, num_threads)
+        return cached_folder_dataset(
+            index, image_size, cache_dir,
+            lambda: dataset_from_index(index, image_size, strict, num_threads))
     return dataset_from_index(index, image_size, strict, num_threads)

@@ -158,6 +158,14 @@ class MethodConfig:
     distill_head: bool = True
     # simclr_momentum's distillation loss
     distill_loss: str = choice("cosine", "cosine", "infonce")
+    # simclr_momentum: US3L intermediate-feature distillation of every sub-network from the
+    # momentum teacher (methods/feature_distill.py): weight (0 = off; authors' R-50: 1), the
+    # backbone modules distilled (stages 2-4; authors' R-50: layer2.3.bn2, layer3.5.bn2,
+    # layer4.2.bn2) and how a narrower student meets the teacher's channels
+    feature_distill_weight: float = 0.0
+    feature_distill_layers: list[str] = field(default_factory=lambda: ["layer2", "layer3",
+                                                                       "layer4"])
+    feature_distill_align: str = choice("projection", "projection", "leading")
     # supervised (slimmable fine-tuning on labels, DSPNet appendix 0.B)
     num_classes: Optional[int] = None
     label_smoothing: float = 0.0  # supervised: label smoothing of the cross-entropy
@@ -477,6 +485,12 @@ def _validate_ranges(cfg: Config) -> None:
     if cfg.method.name == "supervised" and (cfg.method.num_classes or 0) < 2:
         raise ConfigError("config key 'method.num_classes': method 'supervised' needs the "
                           f"number of classes (>= 2), got {cfg.method.num_classes}")
+    if cfg.method.feature_distill_weight < 0 or (cfg.method.feature_distill_weight > 0 and
+                                                 cfg.method.name != "simclr_momentum"):
+        raise ConfigError(f"config key 'method.feature_distill_weight': a weight >= 0 of US3L's "
+                          f"intermediate-feature distillation, method 'simclr_momentum' only; "
+                          f"got {cfg.method.feature_distill_weight} with method "
+                          f"{cfg.method.name!r}")
     if cfg.recipe.kd_label_weight < 0 or (cfg.recipe.kd_label_weight
                                           and cfg.recipe.inplace_distill != "kl"):
         raise ConfigError(f"config key 'recipe.kd_label_weight': a weight >= 0 of the students' "

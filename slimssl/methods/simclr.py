@@ -28,7 +28,8 @@ layers; only its input follows the width (``slim_hidden=False``).
 
 from __future__ import annotations
 
-from typing import Literal
+import contextlib
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,7 @@ from slimssl.dist import all_gather_tensor, concat_all_gather, get_rank
 from slimssl.methods.base import SSLMethod, SubnetOutput
 from slimssl.methods.registry import register_method
 from slimssl.methods.byol import Views, stacked_unit
+from slimssl.methods.feature_distill import FeatureDistillation
 from slimssl.methods.losses import simsiam_loss
 from slimssl.models.encoder import SlimEncoder
 from slimssl.models.heads import SlimMLP, head_kwargs
@@ -144,6 +146,14 @@ class MomentumSimCLR(SSLMethod):
         distill_loss: ``"cosine"`` (default, the adopted configuration: see the module
             docstring) or ``"infonce"``.
         slim_hidden: the projector's hidden layers follow the width (default no).
+        feature_distill_weight: ``lambda`` of the intermediate-feature distillation of every
+            sub-network (:mod:`slimssl.methods.feature_distill`; authors' R-50 ImageNet
+            setting: 1); 0 = off (default, as the paper's three guidelines and the authors'
+            CIFAR configs).
+        feature_distill_layers: backbone modules distilled (stages 2-4 by default; the
+            authors' R-50 points are ``layer2.3.bn2``, ``layer3.5.bn2``, ``layer4.2.bn2``).
+        feature_distill_align: ``projection`` (learned 1x1 from the student's channels to the
+            teacher's, the authors' choice) or ``leading`` (the teacher's leading channels).
 
     Example:
         >>> method = MomentumSimCLR(create("resnet18", norm="universal", stem="cifar"), 512, 64)
@@ -153,7 +163,10 @@ class MomentumSimCLR(SSLMethod):
 
     def __init__(self, backbone: SlimmableModel, proj_hidden: int = 2048, proj_dim: int = 256,
                  pred_hidden: int = 2048, temperature: float = 0.5, distill_head: bool = True,
-                 distill_loss: DistillLoss = "cosine", slim_hidden: bool = False) -> None:
+                 distill_loss: DistillLoss = "cosine", slim_hidden: bool = False,
+                 feature_distill_weight: float = 0.0,
+                 feature_distill_layers: Sequence[str] = ("layer2", "layer3", "layer4"),
+                 feature_distill_align: str = "projection") -> None:
         projector = _projector(backbone, proj_hidden, proj_dim, slim_hidden)
         head = None
         if distill_head:
@@ -163,6 +176,17 @@ class MomentumSimCLR(SSLMethod):
         if distill_loss not in ("infonce", "cosine"):
             raise ValueError(f"distill_loss must be 'infonce' or 'cosine', got {distill_loss!r}")
         self.temperature, self.distill_loss = temperature, distill_loss
+        # trained with the online encoder (the optimizer's parameters), never EMA'd or exported;
+        # "feature_proj" keeps it out of US3L's group penalty
+        self.online.feature_proj = (
+            FeatureDistillation(backbone, feature_distill_layers, feature_distill_weight,
+                                feature_distill_align) if feature_distill_weight > 0 else None)
+        self._teacher_features: list[list[Tensor]] | None = None
+
+    @property
+    def feature_distill(self) -> FeatureDistillation | None:
+        """The intermediate-feature distillation, or ``None`` when off."""
+        return self.online.feature_proj
 
     def is_full(self, spec: SubnetSpec) -> bool:
         """Whether ``spec`` is the family's largest member (full width, every block)."""
@@ -171,16 +195,30 @@ class MomentumSimCLR(SSLMethod):
 
     @torch.no_grad()
     def target_forward(self, views: Views) -> Tensor:
-        """The momentum teacher's projections of both views, stacked ``(2B, D)``."""
-        return torch.cat([self.run_target(v) for v in views])
+        """The momentum teacher's projections of both views, stacked ``(2B, D)``; with feature
+        distillation its intermediate features of this iteration are kept for the students."""
+        fd = self.feature_distill
+        if fd is None:
+            return torch.cat([self.run_target(v) for v in views])
+        with fd.capture(self.target.backbone) as feats:
+            keys = torch.cat([self.run_target(v) for v in views])
+        self._teacher_features = feats
+        return keys
 
     def subnet_forward(self, views: Views, spec: SubnetSpec, keys: Tensor) -> SubnetOutput:
         full = self.is_full(spec)
-        zs, ps = self.project_views(views, spec, predict=not full)
+        fd = None if full else self.feature_distill
+        with (fd.capture(self.online.backbone) if fd is not None
+              else contextlib.nullcontext()) as feats:
+            zs, ps = self.project_views(views, spec, predict=not full)
         if full:
             loss = cross_view_distillation(torch.cat(zs), keys, "infonce", self.temperature)
             return SubnetOutput(loss, None, stacked_unit(zs))
         student = ps if ps is not None else zs
         loss = cross_view_distillation(torch.cat(student), keys, self.distill_loss,
                                        self.temperature)
+        if fd is not None:
+            if self._teacher_features is None:
+                raise RuntimeError("feature distillation: call target_forward first")
+            loss = loss + fd.weight * fd.loss(feats, self._teacher_features)
         return SubnetOutput(loss, None, stacked_unit(student), stacked_unit(zs))

@@ -153,7 +153,9 @@ def model_card(config: dict[str, Any]) -> str:
         f"Input: RGB in [0, 1] at {pre['image_size']}x{pre['image_size']}, normalised with "
         f"mean {_fmt(pre['mean'])} and std {_fmt(pre['std'])}.", "",
     ]
-    if all(m["arch"] == "resnet" for m in members):
+    from slimssl.export.torchvision_builder import BUILDERS
+
+    if all(m["arch"] in BUILDERS for m in members):
         out += _torchvision_section(narrow)
     timm_members = [m for m in members if m.get("timm")]
     out += _timm_section(timm_members, len(members))
@@ -186,19 +188,19 @@ def _torchvision_section(member: dict) -> list[str]:
     source = inspect.getsource(torchvision_builder).strip()
     return [
         "### Without slimssl: torchvision", "",
-        "Every member is a torchvision `ResNet` with other channel counts; this builder needs "
-        "only torch and torchvision:", "",
+        "Every member is a torchvision model built from torchvision's blocks with other channel "
+        "counts; this builder needs only torch and torchvision:", "",
         "```python", source, "```", "",
         "```python", "import json", "from safetensors.torch import load_file", "",
         "config = json.load(open(\"config.json\"))",
         f"member = next(m for m in config[\"members\"] if m[\"label\"] == "
         f"{json.dumps(member['label'])})",
-        "model = build_torchvision_resnet(member[\"config\"])",
+        "model = build_torchvision(member[\"arch\"], member[\"config\"])",
         "model.load_state_dict(load_file(member[\"file\"]))",
         "model.eval()", "```", "",
         "A `slimssl export --format safetensors` folder works the same way: "
-        "`build_torchvision_resnet(json.load(open(\"arch.json\"))[\"config\"])` and "
-        "`model.safetensors`.", "",
+        "`arch = json.load(open(\"arch.json\"))`, `build_torchvision(arch[\"arch\"], "
+        "arch[\"config\"])` and `model.safetensors`.", "",
     ]
 
 

@@ -39,10 +39,10 @@ from slimssl.diagnostics import (SnapshotStore, consecutive_cosine, plot_directi
                                  principal_projection)
 from slimssl.diagnostics.records import (GRAD_KIND, curves, phase_means,  # noqa: E402
                                          slow_start_epoch)
-from slimssl.engine.callbacks import build_callbacks  # noqa: E402
+from slimssl.cli.callbacks import build_callbacks  # noqa: E402
 from slimssl.engine.config import load_config  # noqa: E402
 from slimssl.engine.logging import read_metrics  # noqa: E402
-from slimssl.engine.monitors import DIRECTION_DIR  # noqa: E402
+from slimssl.cli.monitors import DIRECTION_DIR  # noqa: E402
 from slimssl.engine.trainer import Trainer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from slimssl.engine.config import load_config
-from slimssl.engine.monitors import KnnMonitor
+from slimssl.cli.monitors import KnnMonitor
 from slimssl.engine.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -55,7 +55,7 @@ def run_config(args: argparse.Namespace, name: str):
 
 
 def train(args: argparse.Namespace, name: str) -> None:
-    from slimssl.engine.callbacks import build_callbacks
+    from slimssl.cli.callbacks import build_callbacks
     from slimssl.engine.trainer import Trainer
 
     run_dir = Path(args.runs) / name

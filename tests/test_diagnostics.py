@@ -14,9 +14,9 @@ from slimssl.cli import main
 from slimssl.diagnostics import (SnapshotStore, consecutive_cosine, grad_norm_ratios, last_linear,
                                  principal_projection, shared_layers)
 from slimssl.diagnostics.records import phase_means, slow_start_epoch, stage_boundaries
-from slimssl.engine.callbacks import build_callbacks
+from slimssl.cli.callbacks import build_callbacks
 from slimssl.engine.logging import read_metrics
-from slimssl.engine.monitors import DIRECTION_DIR
+from slimssl.cli.monitors import DIRECTION_DIR
 from slimssl.engine.trainer import Trainer
 from slimssl.nn import SlimConv2d, SlimLinear, SlimmableModel, SubnetSpec
 from tinyrun import tiny_config, write_image_folder

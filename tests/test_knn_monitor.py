@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from slimssl.cli import main
-from slimssl.engine.callbacks import build_callbacks
+from slimssl.cli.callbacks import build_callbacks
 from slimssl.engine.checkpoint import list_checkpoints, load_checkpoint
 from slimssl.engine.logging import read_metrics
-from slimssl.engine.monitors import KnnMonitor
+from slimssl.cli.monitors import KnnMonitor
 from slimssl.engine.trainer import Trainer
 from tinyrun import Crash, CrashAfter, cli_args, tiny_config, write_image_folder
 

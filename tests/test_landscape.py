@@ -14,7 +14,7 @@ from slimssl.cli import main
 from slimssl.diagnostics import (SNAPSHOT_DIR, WeightSnapshots, filter_normalized_direction,
                                  flatten, grid_axis, landscape_keys, surface, trajectory_pca,
                                  unflatten)
-from slimssl.engine.callbacks import build_callbacks
+from slimssl.cli.callbacks import build_callbacks
 from slimssl.engine.config import ConfigError
 from slimssl.engine.trainer import Trainer
 from tinyrun import tiny_config, write_image_folder

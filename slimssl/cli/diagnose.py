@@ -38,7 +38,7 @@ def _embedding_dim(run_dir: Path) -> int | None:
 def _direction(run_dir: Path, out: Path, boundary: float | None, summary: dict) -> None:
     from slimssl.diagnostics import (SnapshotStore, consecutive_cosine, plot_direction,
                                      principal_projection)
-    from slimssl.engine.monitors import DIRECTION_DIR
+    from slimssl.cli.monitors import DIRECTION_DIR
 
     snaps = SnapshotStore(run_dir / DIRECTION_DIR).load()
     if snaps is None or len(snaps.steps) < 2:

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from slimssl.cli.diagnose import diagnose, format_summary
     from slimssl.cli.report import evaluate_and_export
     from slimssl.dist import is_main
-    from slimssl.engine.callbacks import build_callbacks
+    from slimssl.cli.callbacks import build_callbacks
     from slimssl.engine.trainer import Trainer
 
     cfg = config_from_args(args)

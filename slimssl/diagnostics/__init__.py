@@ -2,7 +2,7 @@
 and the error surface / optimisation trajectory views of SlimCLR Fig. 5 (Li et al. 2018).
 
 Pure measurement and plotting on ``nn``/``models``: the engine's callbacks
-(:mod:`slimssl.engine.monitors`) call these during training, ``slimssl diagnose`` afterwards.
+(:mod:`slimssl.cli.monitors`) call these during training, ``slimssl diagnose`` afterwards.
 """
 
 from slimssl.diagnostics.direction import (SnapshotStore, Snapshots, consecutive_cosine, flat_grad,

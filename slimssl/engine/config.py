@@ -266,7 +266,7 @@ class EvalConfig:
     # knn_top1_k{k}_majority columns; weighted: the InstDisc columns only. None = majority for
     # dspnet runs, weighted otherwise (the weighted columns are always written)
     knn_vote: Optional[str] = choice(None, "weighted", "majority")
-    # Online per-width kNN monitor (engine.monitors.KnnMonitor): every N epochs and at the end,
+    # Online per-width kNN monitor (cli.monitors.KnnMonitor): every N epochs and at the end,
     # on a seeded bank of the train split and queries of the held-out split; 0 = off.
     knn_every_epochs: int = 10
     knn_monitor_bank: int = 5000  # monitor: train images in its kNN bank

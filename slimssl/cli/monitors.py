@@ -5,7 +5,9 @@ training. The measurements themselves live in :mod:`slimssl.eval` (kNN) and
 :mod:`slimssl.diagnostics` (gradient ratios and directions, SlimCLR Sec. 3.2); this module only
 decides when to measure and where the numbers go: ``metrics.jsonl``/CSV/TensorBoard records of
 the kinds named in :mod:`slimssl.diagnostics.records`, gradient snapshots under
-``<run_dir>/diagnostics/``.
+``<run_dir>/diagnostics/``. They live in the ``cli`` layer, which registers them with the
+Trainer (:func:`slimssl.cli.callbacks.build_callbacks`): the engine imports neither ``eval`` nor
+``diagnostics`` (DESIGN.md sec. 1).
 """
 
 from __future__ import annotations

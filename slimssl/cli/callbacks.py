@@ -1,10 +1,13 @@
-"""The monitors a run gets from its config (``slimssl pretrain`` passes them to the Trainer)."""
+"""The monitors a run gets from its config (``slimssl pretrain`` passes them to the Trainer).
+
+The cli layer builds them so that the engine, which runs them through its callback hooks,
+imports no evaluation or diagnostics code (DESIGN.md sec. 1)."""
 
 from __future__ import annotations
 
 from slimssl.engine.config import Config
-from slimssl.engine.monitors import GradDirectionMonitor, GradRatioMonitor, KnnMonitor, StageMonitor
-from slimssl.engine.snapshots import WeightSnapshotter
+from slimssl.cli.monitors import GradDirectionMonitor, GradRatioMonitor, KnnMonitor, StageMonitor
+from slimssl.cli.snapshots import WeightSnapshotter
 from slimssl.engine.trainer import Callback
 
 __all__ = ["build_callbacks"]

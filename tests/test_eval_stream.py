@@ -230,3 +230,59 @@ def test_an_interrupted_probe_resumes_exactly(folder):
                           checkpoint=ProbeCheckpoint(state=saved[0]))
     assert [s["epoch"] for s in saved] == [1, 2, 3]
     assert resumed == full
+
+
+CAPPED_CHILD = r'''
+import json, re, resource, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from slimssl.data import load_dataset
+from slimssl.eval.feature_store import FeatureStore
+from slimssl.eval.knn import knn_correct
+
+folder, out, budget = sys.argv[1], sys.argv[2], int(sys.argv[3])
+train, test = (load_dataset(folder, s, 128, mode="stream") for s in ("train", "test"))
+_ = train.mean, test.mean  # (the seeded statistics sample is read before the limit)
+family = lambda x: {"m": torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)}
+to_float = lambda x: x.float().div(255)
+store = FeatureStore(out, "weights", {}, shard_size=64)
+def streamed():
+    kw = dict(batch_size=8, num_workers=0, max_images_held=16)
+    bank = store.extract(lambda: family, ["m"], train, "train", to_float, **kw)["m"]
+    query = store.extract(lambda: family, ["m"], test, "test", to_float, **kw)["m"]
+    return knn_correct(bank.shards, query.shards(), 2, (5,))[1]
+streamed()  # warm-up: every code path and library loaded before the limit
+vm = int(re.search(r"VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + budget, vm + budget))
+store.refresh = True  # extract everything again, under the limit
+result = {"streamed_queries": streamed()}
+try:
+    load_dataset(folder, "train", 128, mode="memory", num_threads=1)
+    result["memory"] = "loaded"
+except (MemoryError, RuntimeError) as err:
+    result["memory"] = str(err).splitlines()[0][:200]
+print(json.dumps(result))
+'''
+
+
+def test_streamed_evaluation_runs_under_an_address_space_limit(tmp_path):
+    """300 images of 128 px (14.7 MB decoded) are streamed, extracted to shards and scored by
+    kNN under an address-space limit of 10 MiB above the warmed-up process, with
+    ``max_images_held=16`` (0.8 MB of images); decoding the same split into memory under that
+    limit fails, so the limit is tight enough to catch a path that loads the split."""
+    import os
+    import subprocess
+    import sys
+
+    folder = write_jpeg_folder(tmp_path / "big", per_class=150, test_per_class=5, classes=2,
+                               size=128, held_out="test")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", CAPPED_CHILD, str(folder),
+                           str(tmp_path / "features"), str(10 * 2**20)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["streamed_queries"] == 10
+    assert result["memory"] != "loaded" and "allocate" in result["memory"], result

@@ -71,16 +71,10 @@ def state_fingerprint(model: torch.nn.Module) -> str:
 
 
 def data_fingerprint(dataset: ImageTensorDataset | StreamingImageFolder) -> str:
-    """SHA-256 naming a split's content: a folder by its file list (relative paths) and labels,
-    without reading a single image; an in-memory set by its pixels and labels."""
-    h = hashlib.sha256()
-    if isinstance(dataset, StreamingImageFolder):
-        root = Path(dataset.root)
-        for f in dataset.files:
-            h.update(str(Path(f).relative_to(root)).encode() + b"\0")
-        h.update(f"size={dataset.image_size}".encode())
-    else:
-        h.update(dataset.images.contiguous().numpy().tobytes())
+    """SHA-256 naming a split without reading an image: its source folder, size and labels.
+    The same for the split decoded into memory and streamed, so ``data.mode`` can change
+    between commands and the features stay valid."""
+    h = hashlib.sha256(f"{getattr(dataset, 'source', '')}|{len(dataset)}|".encode())
     if dataset.labels is not None:
         h.update(dataset.labels.to(torch.int64).contiguous().numpy().tobytes())
     return h.hexdigest()

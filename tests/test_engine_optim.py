@@ -133,3 +133,30 @@ def test_fixed_lr_groups_keep_the_base_rate_while_the_others_follow_the_cosine(t
         from slimssl.engine.build import build_backbone, build_method
         bad = Config.from_dict({"method": {"name": "mocov2", "fix_pred_lr": True}})
         build_method(bad, build_backbone(bad))
+
+
+def test_decay_norm_bias_decays_one_dim_parameters_by_hand():
+    # one SGD step, zero gradient: only weight decay moves a parameter, by -lr * wd * p
+    lin = nn.Linear(2, 1)
+    with torch.no_grad():
+        lin.weight.fill_(2.0)
+        lin.bias.fill_(3.0)
+    for flag, bias_after in ((False, 3.0), (True, 3.0 - 0.1 * 0.5 * 3.0)):
+        m = nn.Linear(2, 1)
+        m.load_state_dict(lin.state_dict())
+        opt = build_optimizer(m, "sgd", lr=0.1, weight_decay=0.5, momentum=0.0,
+                              decay_norm_bias=flag)
+        for p in m.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        assert torch.allclose(m.weight, torch.full_like(m.weight, 2.0 - 0.1 * 0.5 * 2.0))
+        assert m.bias.item() == pytest.approx(bias_after)
+
+
+def test_decay_norm_bias_auto_follows_the_optimizer():
+    from slimssl.engine.config import load_config
+
+    assert load_config(None, ["optim.name=sgd"]).optim.decay_norm_bias is True
+    assert load_config(None, ["optim.name=lars"]).optim.decay_norm_bias is False
+    assert load_config(None, ["optim.name=sgd", "optim.decay_norm_bias=false"]
+                       ).optim.decay_norm_bias is False

@@ -223,6 +223,10 @@ class OptimConfig:
     lr: float = 0.1  # base learning rate (per 256 images under lr_scaling: linear)
     lr_scaling: str = choice("linear", "linear", "none")  # linear: lr * batch / 256
     weight_decay: float = 5e-4  # L2 weight decay
+    # weight decay on biases and BN/LN affine parameters too; None = the authors' rule for the
+    # optimizer: SGD decays every parameter (MoCo v2, SimSiam and SimCLR-CIFAR code), LARS
+    # leaves 1-D parameters alone (BYOL, MoCo v3)
+    decay_norm_bias: Optional[bool] = None
     momentum: float = 0.9  # SGD / LARS momentum
     warmup_epochs: float = 3.0  # lets the queue fill with real keys before large steps
     min_lr: float = 0.0  # final learning rate of the cosine schedule (absolute)
@@ -537,6 +541,8 @@ def _resolve_defaults(cfg: Config) -> None:
     if cfg.recipe.distill_temperature is None:
         cfg.recipe.distill_temperature = default_distill_temperature(cfg.method.name,
                                                                      cfg.recipe.distill)
+    if cfg.optim.decay_norm_bias is None:
+        cfg.optim.decay_norm_bias = cfg.optim.name == "sgd"
     if cfg.eval.knn_vote is None:
         cfg.eval.knn_vote = "majority" if cfg.recipe.name == "dspnet" else "weighted"
 

@@ -129,12 +129,17 @@ def build_optimizer(
     momentum: float = 0.9,
     trust_coefficient: float = 0.001,
     fixed_lr_params: Iterable[torch.Tensor] = (),
+    decay_norm_bias: bool = False,
 ) -> torch.optim.Optimizer:
     """SGD or LARS with two groups: weights (decay, LARS-adapted) and 1-D parameters (no decay,
     not adapted), each split once more when ``fixed_lr_params`` is given: those parameters
     (a subset of ``params_or_model``'s) go to groups flagged ``fixed_lr=True`` that keep ``lr``
     for the whole run (SimSiam's predictor). For the other groups ``lr`` is only the initial
-    value; the loop sets it every step (:func:`slimssl.schedule.set_lr`)."""
+    value; the loop sets it every step (:func:`slimssl.schedule.set_lr`).
+
+    ``decay_norm_bias=True`` also decays the 1-D parameters (they stay unadapted under LARS),
+    as MoCo v2's code does (``SGD(model.parameters(), weight_decay=...)``); the config's
+    ``optim.decay_norm_bias`` (auto: on for SGD, off for LARS) chooses."""
     if name not in ("sgd", "lars"):
         raise ValueError(f"unknown optimizer {name!r} (expected 'sgd' or 'lars')")
     decay, no_decay = split_decay_params(params_or_model)
@@ -145,7 +150,8 @@ def build_optimizer(
                          "the optimised model; pass a subset of its parameters")
     lars = name == "lars"
     groups = []
-    for params, wd, adapted in ((decay, weight_decay, True), (no_decay, 0.0, False)):
+    wd_1d = weight_decay if decay_norm_bias else 0.0
+    for params, wd, adapted in ((decay, weight_decay, True), (no_decay, wd_1d, False)):
         for is_fixed in (False, True):
             chosen = [p for p in params if (id(p) in fixed) == is_fixed]
             if not chosen:

@@ -217,7 +217,8 @@ class Trainer:
         base_lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_scaling)
         self.optimizer = build_optimizer(self.method.online, cfg.optim.name, base_lr,
                                          cfg.optim.weight_decay, cfg.optim.momentum,
-                                         fixed_lr_params=self.method.fixed_lr_parameters())
+                                         fixed_lr_params=self.method.fixed_lr_parameters(),
+                                         decay_norm_bias=bool(cfg.optim.decay_norm_bias))
         self.steps_per_epoch = len(self.loader)
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         self.lr_at = build_lr_schedule(cfg.optim, global_batch, self.steps_per_epoch,

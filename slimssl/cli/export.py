@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from slimssl.cli.members import member_specs, open_run
-    from slimssl.data import load_dataset
+    from slimssl.data import load_split
     from slimssl.data.views import eval_transform
     from slimssl.engine.config import config_to_dict
     from slimssl.eval.family import recalibrate_if_universal
@@ -60,15 +60,14 @@ def run(args: argparse.Namespace) -> int:
     metric = accuracy_metric(results) if results else None
     accuracy = accuracy_by_label(results, metric) if metric else {}
     d = cfg.data
-    train_set = load_dataset(d.path, "train", d.image_size, seed=cfg.train.seed,
-                             cache_dir=d.cache_dir)
+    train_set = load_split(d, "train", cfg.train.seed)  # BN recalibration images (data.mode)
     transform = eval_transform(train_set.mean, train_set.std)
     example = torch.randn(2, 3, d.image_size, d.image_size, generator=torch.Generator().manual_seed(0))
     preprocessing = {"mean": [float(v) for v in train_set.mean],
                      "std": [float(v) for v in train_set.std], "image_size": d.image_size}
     rows, checks, family = [], [], []
     for spec in specs:
-        recalibrate_if_universal(backbone, spec, train_set.images, transform,
+        recalibrate_if_universal(backbone, spec, train_set, transform,
                                  cfg.eval.recalib_images)
         plain = extract_subnet(backbone, spec).cpu()
         diffs = export_member(plain, out / spec.slug, formats, example,

@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from slimssl.data import ImageTensorDataset, balanced_subset, eval_transform, load_dataset
+from slimssl.data import ImageTensorDataset, balanced_subset, eval_transform, load_split
 from slimssl.diagnostics import (SNAPSHOT_DIR, KnnProbe, LandscapePanel, Trajectory,
                                  TrajectoryPCA, WeightSnapshots, filter_normalized_direction,
                                  grid_axis, plot_landscapes, surface, trajectory_pca, unflatten)
@@ -111,15 +111,15 @@ def trajectory_report(run_dirs: list[str], out: str | None = None) -> tuple[Path
 def _eval_sets(cfg, data: str | None, bank: int, queries: int
                ) -> tuple[ImageTensorDataset, ImageTensorDataset]:
     path, seed = data if data is not None else cfg.data.path, cfg.train.seed
-    sets = [load_dataset(path, split, cfg.data.image_size, seed=seed,
-                         cache_dir=cfg.data.cache_dir) for split in ("train", "test")]
-    if any(not isinstance(s, ImageTensorDataset) or s.labels is None for s in sets):
-        raise ValueError(f"the landscape's kNN metric needs labelled in-memory train and test "
-                         f"splits; {path} has none")
-    train, test = sets
-    return (train.subset(balanced_subset(train.labels, count=min(bank, len(train)), seed=seed)),
+    sets = [load_split(replace(cfg.data, path=path), split, seed) for split in ("train", "test")]
+    if any(s.labels is None for s in sets):
+        raise ValueError(f"the landscape's kNN metric needs labelled train and test splits; "
+                         f"{path} has none")
+    train, test = sets  # in memory or streamed (data.mode): only the chosen images are decoded
+    return (train.subset(balanced_subset(train.labels, count=min(bank, len(train)),
+                                         seed=seed)).to_memory(),
             test.subset(balanced_subset(test.labels, count=min(queries, len(test)),
-                                        seed=seed + 1)))
+                                        seed=seed + 1)).to_memory())
 
 
 def _spec(backbone, width: float | None) -> SubnetSpec:

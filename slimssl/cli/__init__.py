@@ -9,18 +9,20 @@ one line naming the problem and the fix, with exit code 2; ``SLIMSSL_DEBUG=1`` s
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Sequence
 
 import slimssl
 from slimssl.cli import (config, diagnose, export, finetune, knn, linear, plot, pretrain, profile,
-                         select)
+                         reproduce, select)
 
 # Each command module imports torch (and matplotlib) inside the functions that run it, so
 # building this parser (``slimssl --help``, ``--version``) stays fast; tests/test_packaging.py
 # checks it.
-COMMANDS = [pretrain, knn, linear, finetune, profile, plot, export, select, diagnose, config]
+COMMANDS = [pretrain, knn, linear, finetune, profile, plot, export, select, diagnose, config,
+            reproduce]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +36,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Console(logging.Handler):
+    """Prints the library's log records to the *current* ``sys.stdout`` (looked up at each
+    record, so a captured or redirected stdout gets them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stdout, flush=True)
+
+
+def show_library_messages() -> None:
+    """Show the ``slimssl`` logger's INFO messages (the training loop's start line, resume and
+    skipped-step notices) on stdout: the library logs, the CLI prints (DESIGN.md sec. 1)."""
+    log = logging.getLogger("slimssl")
+    if not any(isinstance(h, _Console) for h in log.handlers):
+        handler = _Console()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_library_messages()
     from slimssl.data.errors import DataError
     from slimssl.engine.checkpoint import CheckpointError
     from slimssl.engine.config import ConfigError

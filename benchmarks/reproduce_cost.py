@@ -1,0 +1,116 @@
+"""How long ``slimssl reproduce CLAIM --scale SCALE`` takes, from a few timed steps per run.
+
+For every run of the matrix (one seed; every seed costs the same), in this process and with
+``--threads`` torch threads: real ``Trainer.train_step`` calls at ``--points`` spread-out epoch
+fractions (so slow start, DSPNet's full-network warm-up and US3L's dynamic-sampling stages are
+each weighted by their share of the run), ``--steps`` steps per point after one untimed step;
+then one forward of a batch of 256 images per member (the cost unit of the kNN bank and
+queries, the random-init floor and the linear probe's feature pass). Images are random pixels
+(``data.path=synthetic``): a step's cost does not depend on them. Times are CPU time of this
+process (``time.process_time``; with one thread, the wall time it would take on an idle core),
+so the estimate does not depend on how loaded the machine is while measuring; the wall times
+of the steps are kept too (``step_wall_s``), with the load average.
+
+Estimate per run = steps/epoch x epochs x mean step + (bank + queries) images x sum over members
+of the per-image forward x 3 (trained kNN, random-init kNN, probe features). The matrix's wall
+time = the sum over runs x seeds / --jobs (runs are independent single-threaded processes).
+
+Usage::
+
+    python benchmarks/reproduce_cost.py --scale cpu [--claims all] [--threads 1]
+
+Writes ``benchmarks/results/reproduce_cost_<scale>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import loadavg, machine_info, make_trainer, temp_run_dir, write_result  # noqa: E402
+
+
+def time_run(spec, points: int, steps: int) -> dict:
+    with temp_run_dir() as d:
+        trainer = make_trainer(str(spec.config_path), list(spec.overrides)
+                               + ["data.path=synthetic"], d)
+        images = next(iter(trainer.loader))[0]
+        epochs = trainer.cfg.train.epochs
+        samples, walls = [], []
+        for i in range(points):
+            epoch_f = epochs * (i + 0.5) / points
+            trainer.train_step(images, epoch_f)  # untimed: first step at this phase
+            for _ in range(steps):
+                t0, c0 = time.perf_counter(), time.process_time()
+                trainer.train_step(images, epoch_f)
+                samples.append(time.process_time() - c0)
+                walls.append(time.perf_counter() - t0)
+        # train mode: batch statistics (a universal-BN member has none stored before
+        # recalibration); the cost of a forward is the same
+        backbone = trainer.method.online.backbone.train()
+        size = trainer.cfg.data.image_size
+        x = torch.randn(256, 3, size, size)
+        fwd = {}
+        with torch.no_grad():
+            for member in backbone.family():
+                with backbone.subnet(member):
+                    backbone(x[:16])
+                    c0 = time.process_time()
+                    backbone(x)
+                    fwd[member.label] = (time.process_time() - c0) / 256
+    return {"step_s": statistics.fmean(samples), "step_samples_s": [round(s, 3) for s in samples],
+            "step_wall_s": [round(s, 3) for s in walls],
+            "forward_s_per_image": fwd, "batch": trainer.cfg.data.batch_size, "epochs": epochs}
+
+
+def main() -> None:
+    from slimssl.eval.claims import SCALES, build_matrix
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", default="cpu", choices=sorted(SCALES))
+    ap.add_argument("--claims", default="all")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--points", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--seeds", type=int, default=2, help="seeds of the estimate")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel runs of the estimate")
+    ap.add_argument("--only", help="comma-separated run labels (default: every run)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    scale = SCALES[args.scale]
+    _, runs = build_matrix(args.claims.split(","), scale, 1)
+    train_imgs = 10 * scale.train_per_class if scale.train_per_class else 50_000
+    test_imgs = 10 * scale.test_per_class if scale.test_per_class else 10_000
+    out, total = {}, 0.0
+    for (label, _), spec in runs.items():
+        if args.only and label not in args.only.split(","):
+            continue
+        load0 = loadavg()
+        t = time_run(spec, args.points, args.steps)
+        steps = (train_imgs // t["batch"]) * t["epochs"]
+        train_s = steps * t["step_s"]
+        passes = 3 if scale.linear_epochs else 2
+        eval_s = (train_imgs + test_imgs) * sum(t["forward_s_per_image"].values()) * passes
+        out[label] = {**t, "steps": steps, "train_s": train_s, "eval_s": eval_s,
+                      "loadavg_before": load0, "loadavg_after": loadavg()}
+        total += train_s + eval_s
+        print(f"{label:34s} step {t['step_s']:.3f} s x {steps} = {train_s:7.0f} s  eval "
+              f"{eval_s:5.0f} s  (load {load0[0]} -> {loadavg()[0]})", flush=True)
+    wall = total * args.seeds / args.jobs
+    print(f"one seed: {total:.0f} s of one core; {args.seeds} seeds on {args.jobs} jobs: "
+          f"{wall:.0f} s = {wall / 3600:.2f} h (at the load measured)")
+    write_result(f"reproduce_cost_{args.scale}",
+                 {"machine": machine_info(args.threads), "scale": args.scale,
+                  "runs": out, "one_seed_core_s": total, "seeds": args.seeds, "jobs": args.jobs,
+                  "wall_s_estimate": wall, "loadavg_end": loadavg()})
+
+
+if __name__ == "__main__":
+    main()

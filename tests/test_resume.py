@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import slimssl.data.folder as folder_module
 from slimssl.engine.checkpoint import list_checkpoints, load_checkpoint, parse_checkpoint_name
 from slimssl.engine.trainer import Trainer
 from tinyrun import Crash, CrashAfter, cli_args, cli_command, cli_env, run_cli, tiny_config, write_image_folder
@@ -121,3 +122,34 @@ def test_resume_auto_skips_a_truncated_newest_checkpoint(data, reference, tmp_pa
     assert resumed.state.global_step == 4  # the previous good one
     resumed.fit()
     assert_same_bits(trained_state(resumed), reference)
+
+
+def test_resume_mid_epoch_decodes_only_the_untrained_batches(data, tmp_path, monkeypatch):
+    """The folder streamed from disk (data.mode=stream): the resumed run decodes the 2 batches
+    of 16 left in epoch 1 (32 images), not the 2 already trained, and ends with the same bits
+    as an uninterrupted streamed run."""
+    decoded: list[str] = []
+    decode = folder_module.decode_image
+
+    def counting_decode(path, *args, **kwargs):
+        decoded.append(str(path))
+        return decode(path, *args, **kwargs)
+
+    monkeypatch.setattr(folder_module, "decode_image", counting_decode)
+    cfg = tiny_config(data, tmp_path, "train.ckpt_every_steps=3", "data.mode=stream")
+    crashed = Trainer(cfg, tmp_path, progress="off", callbacks=[CrashAfter(7)])
+    decoded.clear()  # the mean/std estimate decodes a sample of the folder first
+    with pytest.raises(Crash):
+        crashed.fit()
+    crashed.logger.close()
+    assert len(decoded) == 7 * 16  # every trained batch decoded once
+    resumed = Trainer(cfg, tmp_path, resume="auto", progress="off")
+    assert (resumed.state.epoch, resumed.state.step_in_epoch) == (1, 2)  # the step-6 checkpoint
+    decoded.clear()
+    resumed.fit()
+    assert len(decoded) == 2 * 16
+    out = tmp_path / "uninterrupted"
+    whole = Trainer(tiny_config(data, out, "train.ckpt_every_steps=3", "data.mode=stream"), out,
+                    progress="off")
+    whole.fit()
+    assert_same_bits(trained_state(resumed), trained_state(whole))

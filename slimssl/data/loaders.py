@@ -144,10 +144,10 @@ class StreamingBatchLoader:
                                       self.device, sampler=self.sampler, drop_last=drop_last)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.sampler.skip = _check_start(start_batch, len(self)) * self.batch_size
         """As :meth:`TensorBatchLoader.set_epoch`: the skipped batches' files are never
         decoded (the sampler drops their indices)."""
         self.sampler.set_epoch(epoch)
+        self.sampler.skip = _check_start(start_batch, len(self)) * self.batch_size
 
     def __len__(self) -> int:
         """Batches in a whole epoch (also while :meth:`set_epoch` skips some)."""
@@ -231,6 +231,9 @@ def _bounded_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_work
         prefetch_factor=prefetch if num_workers > 0 else None,
         pin_memory=device is not None and device.type == "cuda",
         persistent_workers=num_workers > 0 and sampler is not None,  # epochs reuse them
+        # each new iterator draws its workers' base seed from this generator, not from the
+        # global RNG (which resume restores mid-epoch: an extra draw would shift it)
+        generator=torch.Generator(),
     )
 
 

@@ -105,3 +105,38 @@ def test_what_has_no_twin_is_refused():
         from_timm(timm.create_model("seresnet18"))
     with pytest.raises(NotImplementedError, match="does not reproduce"):
         from_timm(_trained_like(timm.create_model("resnet18", act_layer="silu")))
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_pretraining_starts_from_a_supervised_checkpoint(tmp_path, suffix):
+    """``model.init_from``: a torchvision checkpoint (classifier included) initialises every
+    member of a new run, online network and momentum target alike."""
+    from safetensors.torch import save_file
+
+    from slimssl.engine.config import ConfigError
+    from slimssl.engine.trainer import Trainer
+    from tinyrun import tiny_config, write_image_folder
+
+    source = _trained_like(torchvision.models.resnet18(num_classes=10))
+    path = tmp_path / f"supervised{suffix}"
+    if suffix == ".pth":
+        torch.save({"state_dict": source.state_dict()}, path)
+    else:
+        save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    data = write_image_folder(tmp_path / "images", per_class=8, test_per_class=2)
+    cfg = tiny_config(data, tmp_path / "run", "model.arch=resnet18", "model.stem=imagenet",
+                      f"model.init_from={path}")
+    trainer = Trainer(cfg, tmp_path / "run", progress="off")
+    source.fc = nn.Identity()
+    x = torch.randn(2, 3, 32, 32)
+    for backbone in (trainer.method.online.backbone, trainer.method.target.backbone):
+        backbone.eval()
+        with torch.no_grad(), backbone.subnet(1.0):
+            assert (backbone(x) - source(x)).abs().max() <= 1e-5
+    narrow = extract_subnet(trainer.backbone, 0.5).state_dict()
+    assert torch.equal(narrow["layer2.0.conv1.weight"],
+                       source.state_dict()["layer2.0.conv1.weight"][:64, :32])
+    wrong = tiny_config(data, tmp_path / "run2", "model.arch=resnet10_narrow",
+                        f"model.init_from={path}")
+    with pytest.raises(ConfigError, match="model.init_from.*layers the SlimResNet lacks"):
+        Trainer(wrong, tmp_path / "run2", progress="off")

@@ -17,7 +17,9 @@ from slimssl.recipes.base import Recipe
 from slimssl.recipes.registry import RECIPES
 
 
-def build_backbone(cfg: Config) -> SlimmableModel:
+def build_backbone(cfg: Config, init_weights: bool = False) -> SlimmableModel:
+    """The slimmable backbone of ``cfg.model``; with ``init_weights`` (a new pre-training run)
+    every member starts from ``model.init_from``'s weights when it is set."""
     m = cfg.model
     kwargs = dict(widths=m.widths, norm=m.norm, stem=m.stem, num_classes=0)
     if m.width_range is not None:
@@ -26,7 +28,19 @@ def build_backbone(cfg: Config) -> SlimmableModel:
         kwargs["depth_choices"] = m.depths
     if m.base_width is not None:
         kwargs["base_width"] = m.base_width
-    return create(m.arch, **kwargs)
+    backbone = create(m.arch, **kwargs)
+    if init_weights and m.init_from is not None:
+        from slimssl.dist import is_main
+        from slimssl.models.convert import load_backbone_weights
+
+        try:
+            left_out = load_backbone_weights(backbone, m.init_from)
+        except ValueError as err:
+            raise ConfigError(f"config key 'model.init_from': {err}") from None
+        if is_main():
+            print(f"every member starts from {m.init_from}"
+                  + (f" (classifier left out: {', '.join(left_out)})" if left_out else ""))
+    return backbone
 
 
 def build_method(cfg: Config, backbone: SlimmableModel) -> SSLMethod:

@@ -122,6 +122,10 @@ class ModelConfig:
     # [w_min, w_max] of universally slimmable models (norm: universal)
     width_range: Optional[list[float]] = None
     base_width: Optional[int] = None  # ResNet stem width (64); DSPNet's expanded ResNet-34: 96
+    # start every member from one network's weights, e.g. a supervised torchvision / timm
+    # checkpoint (.safetensors or .pt/.pth state_dict with their layer names): the full width is
+    # that network, narrower members its leading channels (models/convert.py); None: random
+    init_from: Optional[str] = None
 
 
 @dataclass

@@ -206,7 +206,7 @@ class Trainer:
         self.aug_generator = torch.Generator(device=self.device)
         self.aug_generator.manual_seed(derive_seed(cfg.train.seed, self.dist.rank, 7))
 
-        self.backbone = build_backbone(cfg)
+        self.backbone = build_backbone(cfg, init_weights=True)  # model.init_from, if set
         self.method = build_method(cfg, self.backbone).to(self.device)
         if cfg.train.channels_last:
             self.method.to(memory_format=torch.channels_last)

@@ -19,7 +19,8 @@ member is run against the given network in eval mode and any difference beyond f
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -29,10 +30,13 @@ from slimssl.models.resnet import SlimResNet
 from slimssl.nn.norm import _SlimBatchNorm
 from slimssl.nn.spec import WIDTH_TOL
 from slimssl.nn.switch import SlimmableModel
-from slimssl.nn.transplant import load_single_network
+from slimssl.nn.transplant import load_network_state, load_single_network
 
-__all__ = ["from_timm", "from_torchvision"]
+__all__ = ["from_timm", "from_torchvision", "load_backbone_weights"]
 
+# a classifier's keys a backbone (num_classes=0) leaves out: torchvision / timm ResNets' fc,
+# MobileNetV2's classifier.1, MobileNetV3's classifier.3 (its classifier.0 is in the backbone)
+_HEAD_PREFIXES = ("fc.", "classifier.")
 DEFAULT_WIDTHS = (1.0, 0.75, 0.5, 0.25)  # SlimCLR's family (Table 1)
 _MBV3_BLOCKS = {15: "mobilenet_v3_large", 11: "mobilenet_v3_small"}  # Howard et al. Tables 1-2
 
@@ -169,3 +173,51 @@ def _verify(model: nn.Module, twin: SlimmableModel, tolerance: float = 1e-4) -> 
             f"{diff:.3g}, shapes {tuple(got.shape)} vs {tuple(expected.shape)}): the network has "
             "a part slimssl's architecture lacks (another activation or norm, anti-aliasing, "
             "attention, a modified forward)")
+
+
+def _read_state(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if isinstance(source, Mapping):
+        state = dict(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such weights file (.safetensors, or a .pt/.pth "
+                                    "state_dict)")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model"):  # training checkpoints: {"state_dict": {...}}
+        if isinstance(state.get(wrapper), Mapping):
+            state = dict(state[wrapper])
+    if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+@torch.no_grad()
+def load_backbone_weights(family: SlimmableModel,
+                          source: str | Path | Mapping[str, torch.Tensor]) -> list[str]:
+    """Initialise every member of ``family`` from one network's weights given as a state dict
+    with torchvision / timm layer names: a ``.safetensors`` file, a ``.pt``/``.pth`` file (read
+    with ``weights_only=True``) or a mapping. The full-width member becomes that network and
+    narrower members its leading channels (``model.init_from`` of a pre-training config).
+
+    Returns the classifier keys left out (``fc.*``/``classifier.*`` the backbone lacks); any
+    other key the family lacks is an error, since it means another architecture. Unlike
+    :func:`from_torchvision` this cannot run the network to compare outputs (there is only a
+    state dict): activations and forward must be the family's.
+    """
+    state = _read_state(source)
+    norms = [n for n, m in family.named_modules() if isinstance(m, _SlimBatchNorm)]
+    known = set(family.state_dict())
+    extra = [k for k in state if k not in known and not any(k.startswith(f"{n}.") for n in norms)]
+    foreign = [k for k in extra if not k.startswith(_HEAD_PREFIXES)]
+    if foreign:
+        raise ValueError(f"the weights have layers the {type(family).__name__} lacks "
+                         f"({', '.join(foreign[:4])}{', ...' if len(foreign) > 4 else ''}): "
+                         "they are from another architecture; check model.arch / model.stem")
+    load_network_state(family, state)
+    return extra

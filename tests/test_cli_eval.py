@@ -1,15 +1,21 @@
 """``slimssl linear`` / ``slimssl finetune`` on a tiny pre-trained run: results merge into the
 run's table by sub-network label, every row from its own member, and the plot is redrawn."""
 
+import argparse
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from slimssl.cli import main
-from slimssl.data import load_dataset
+from slimssl.cli.linear import _recipe
+from slimssl.data import load_dataset, load_split
 from slimssl.data.subset import per_class_count
+from slimssl.engine.build import load_pretrained
+from slimssl.eval.linear_eval import SEMISUP_LINEAR, linear_eval
 from slimssl.eval.report import read_results, write_results
+from slimssl.eval.semisup import FinetuneRecipe, finetune_family, semisup_linear
 
 PRETRAIN = ["pretrain", "--data", "synthetic", "--epochs", "1", "--no-eval", "--progress", "off",
             "--set", "model.arch=resnet10_narrow", "--set", "model.widths=[1.0,0.5]",
@@ -35,16 +41,40 @@ def run_dir(tmp_path_factory):
     return out
 
 
+def _library_run(run_dir):
+    """The run's backbone and splits loaded through the library, not the CLI: the reference
+    the CLI's numbers are checked against."""
+    cfg, method = load_pretrained(str(run_dir))
+    backbone = method.online.backbone.eval()
+    return (backbone, load_split(cfg.data, "train", cfg.train.seed),
+            load_split(cfg.data, "test", cfg.train.seed))
+
+
+def _whole_images(accuracy: float, num_test: int) -> bool:
+    """An accuracy (%) is a whole number of the ``num_test`` test images."""
+    count = accuracy * num_test / 100
+    return abs(count - round(count)) < 1e-6
+
+
 def test_linear_merges_switchable_and_slimmable_columns(run_dir, capsys):
     # a SlimCLR-MoCov2 run: SlimCLR's MoCo v2 protocol with probe distillation by default
     assert main(["linear", str(run_dir), "--epochs", "2"]) == 0
     rows = {r["subnet"]: r for r in read_results(run_dir)}
     assert [rows[s]["knn_top1_k200"] for s in ("w1.00", "w0.50", "w0.10")] == [11.0, 12.0, 13.0]
-    for s in ("w1.00", "w0.50"):
-        for key in ("linear_switchable_top1", "linear_switchable_top5",
-                    "linear_slimmable_top1", "linear_slimmable_top5"):
-            assert 0 <= rows[s][key] <= 100
-        assert rows[s]["linear_switchable_protocol"] == "mocov2 fast 2ep lr60 bs1024 distill"
+    # every member's row holds that member's probes: the library's linear_eval on the same
+    # backbone, recipe (MoCo v2's, 2 epochs), distillation and seed, features extracted afresh
+    backbone, train, test = _library_run(run_dir)
+    recipe = _recipe(argparse.Namespace(epochs=2, lr=None, batch_size=None, bn=None), "mocov2")
+    want = linear_eval(backbone, backbone.family(), train, test, 10, recipe, "fast",
+                       ("switchable", "slimmable"), distill=True, seed=0)
+    for spec in backbone.family():
+        for kind in ("switchable", "slimmable"):
+            for k in ("top1", "top5"):
+                got = rows[spec.label][f"linear_{kind}_{k}"]
+                assert got == want[kind][spec][k], (spec.label, kind, k)
+                assert _whole_images(got, len(test))
+        assert rows[spec.label]["linear_switchable_protocol"] == \
+            "mocov2 fast 2ep lr60 bs1024 distill"
     assert rows["w1.00"]["feature_dim"] == 2 * rows["w0.50"]["feature_dim"]
     assert "linear_switchable_top1" not in rows["w0.10"]
     md = (run_dir / "results.md").read_text()
@@ -85,10 +115,23 @@ def test_finetune_and_linear_only_add_their_own_columns(run_dir):
     assert counts == [per_class_count(int(n), 0.1) for n in torch.bincount(labels)]
     assert subset["num_train"] == len(labels)
     rows = {r["subnet"]: r for r in read_results(run_dir)}
-    for s in ("w1.00", "w0.50"):
-        assert 0 <= rows[s]["semisup_finetune_10pct_top1"] <= 100
-        assert 0 <= rows[s]["semisup_linear_10pct_top1"] <= 100
-        assert "linear_slimmable_top1" in rows[s]  # earlier columns kept
+    # the library's fine-tuning and probes of every member on the saved labelled subset
+    backbone, train, test = _library_run(run_dir)
+    labelled = train.subset(torch.tensor(subset["indices"]))
+    tuned = finetune_family(backbone, backbone.family(), labelled, test, 10,
+                            replace(FinetuneRecipe(), epochs=1), seed=0)
+    backbone, _, _ = _library_run(run_dir)
+    probed = semisup_linear(backbone, backbone.family(), labelled, test, 10,
+                            replace(SEMISUP_LINEAR, epochs=2), "fast", seed=0)
+    for spec in backbone.family():
+        row = rows[spec.label]
+        assert row["semisup_finetune_10pct_top1"] == tuned[spec]["top1"]
+        assert row["semisup_linear_10pct_top1"] == probed[spec]["top1"]
+        assert _whole_images(row["semisup_finetune_10pct_top1"], len(test))
+        assert _whole_images(row["semisup_linear_10pct_top1"], len(test))
+    # the table's other columns stay (the fixture's kNN numbers; w0.10 is no member of the run)
+    assert [rows[s]["knn_top1_k200"] for s in ("w1.00", "w0.50", "w0.10")] == [11.0, 12.0, 13.0]
+    assert not any(k.startswith("semisup_") for k in rows["w0.10"])
     md = (run_dir / "results.md").read_text()
     assert "Semi-sup FT 10% top-1" in md and "Semi-sup lin 10% top-1" in md
 

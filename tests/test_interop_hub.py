@@ -226,3 +226,26 @@ def test_push_uploads_the_folder(tmp_path, monkeypatch):
                      ("upload", str(folder), "someone/family")]
     with pytest.raises(FileNotFoundError, match="config.json"):
         slimssl.hub.push(tmp_path, "someone/family")
+
+
+def test_depth_family_members_are_picked_by_width_and_depth(tmp_path):
+    """DSPNet-style families: a width names several members, the depth picks one."""
+    torch.manual_seed(0)
+    model = create("resnet18", widths=(1.0, 0.5), depth_choices=[(2, 2, 2, 2), (1, 1, 1, 1)])
+    model.eval()
+    specs = model.family()
+    members = [(s, extract_subnet(model, s), {"params": 0, "macs": 0}) for s in specs]
+    info = {"backbone": "resnet18",
+            "preprocessing": {"mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 32}}
+    folder = slimssl.hub.write_family(tmp_path / "hub", members, info)
+    config = slimssl.hub.read_config(folder)
+    assert [m["label"] for m in config["members"]] == [s.label for s in specs]
+    shallow = next(m for m in config["members"] if m["label"] == "w1.00 d1-1-1-1")
+    assert shallow["timm"]["kwargs"]["layers"] == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match=r"several depths \[\[2, 2, 2, 2\], \[1, 1, 1, 1\]\]"):
+        slimssl.hub.load(folder, width=0.5)
+    plain = slimssl.hub.load(folder, width=0.5, depth=[1, 1, 1, 1])
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(), model.subnet(SubnetSpec(0.5, (1, 1, 1, 1))):
+        assert (plain(x) - model(x)).abs().max() <= 1e-5
+    assert len(plain.layer3) == 1

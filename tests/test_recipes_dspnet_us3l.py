@@ -256,7 +256,16 @@ def test_two_trainer_steps(tmp_path, name, extra):
     assert all(log["num_subnets"] == n for log in logs)
     assert sum(k.startswith("loss/w") for k in logs[0]) == n
     assert sum(k.startswith("std/w") for k in logs[0]) == n
-    assert all(torch.isfinite(torch.tensor(log["loss"])) for log in logs)
+    # sandwich rule, by hand: the largest member first, then the smallest (DSPNet: width 0.5 at
+    # depth [1,1,1,1]; US3L in its last dynamic stage: width 0.25), then the random ones
+    smallest = "w0.50 d1-1-1-1" if name == "dspnet" else "w0.25"
+    largest = "w1.00 d2-2-2-2" if name == "dspnet" else "w1.00"
+    for log in logs:
+        members = [k[len("loss/"):] for k in log if k.startswith("loss/w")]
+        assert members[:2] == [largest, smallest]
+        # every sampled member's loss counts once (weight 1), plus US3L's group-lasso term
+        parts = sum(log[f"loss/{m}"] for m in members) + log.get("loss/reg", 0.0)
+        assert log["loss"] == pytest.approx(parts, rel=1e-6)
     assert ("loss/reg" in logs[0]) == (name == "us3l")
     after = list(trainer.method.online.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after))

@@ -30,6 +30,16 @@ class EvalRun:
     loading: dict | None = None  # num_workers / max_images_held of the data loaders
 
 
+def run_then_clean_up(body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``body(args)``, then the process group (``torchrun``) torn down whatever happened."""
+    from slimssl.dist import cleanup_distributed
+
+    try:
+        return body(args)
+    finally:
+        cleanup_distributed()
+
+
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--data", help="labelled dataset to evaluate on (default: the run's)")

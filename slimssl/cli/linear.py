@@ -63,12 +63,9 @@ def _kinds(text: str) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimssl.dist import cleanup_distributed
+    from slimssl.cli.evaluation import run_then_clean_up
 
-    try:
-        return _run(args)
-    finally:
-        cleanup_distributed()
+    return run_then_clean_up(_run, args)
 
 
 def _run(args: argparse.Namespace) -> int:

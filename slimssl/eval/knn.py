@@ -20,7 +20,9 @@ are stored under :func:`knn_key` names ending in ``_majority`` (``knn_top1_k20_m
 Memory: the ``N_test x N_train`` similarity matrix is never materialised. Test
 points are processed in chunks of ``chunk`` rows against the whole bank, so the peak
 extra memory is ``chunk * N_train`` floats (the default keeps it around 128 MiB, e.g.
-~670 rows for a 50,000-point bank).
+~670 rows for a 50,000-point bank). :func:`knn_correct` also takes the bank shard by shard
+(feature shards on disk, :mod:`slimssl.eval.feature_store`): each shard's top-k is merged into
+the running top-k, so an ImageNet-size bank never has to be in memory at once.
 
 Ties: ``torch.topk`` does not specify which of several equally similar bank points is
 kept at the k-th boundary, so exact-duplicate similarities can make the selected set

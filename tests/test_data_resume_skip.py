@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import slimssl.data.folder as folder_module
 from slimssl.data import DataError, load_image_folder, make_loader
-from tinyrun import write_image_folder
+from tinyrun import count_decodes, write_image_folder
 
 # 64 images, 2 ranks -> 32 per rank, batch 8 -> 4 batches per epoch
 BATCH, WORLD, RANK = 8, 2, 1
@@ -31,14 +30,7 @@ def _assert_same(got, want) -> None:
 
 
 def test_streamed_folder_skips_without_decoding(root, monkeypatch):
-    decoded: list[str] = []
-    decode = folder_module.decode_image
-
-    def counting_decode(path, *args, **kwargs):
-        decoded.append(str(path))
-        return decode(path, *args, **kwargs)
-
-    monkeypatch.setattr(folder_module, "decode_image", counting_decode)
+    decoded = count_decodes(monkeypatch)
     dataset = load_image_folder(root, image_size=8, mode="stream")
     loader = make_loader(dataset, BATCH, seed=3, rank=RANK, world_size=WORLD, num_workers=0)
     assert len(loader) == 4

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import slimssl.data.folder as folder_module
 from slimssl.engine.checkpoint import list_checkpoints, load_checkpoint, parse_checkpoint_name
 from slimssl.engine.trainer import Trainer
-from tinyrun import Crash, CrashAfter, cli_args, cli_command, cli_env, run_cli, tiny_config, write_image_folder
+from tinyrun import (Crash, CrashAfter, cli_args, cli_command, cli_env, count_decodes, run_cli,
+                     tiny_config, write_image_folder)
 
 
 
@@ -128,14 +128,7 @@ def test_resume_mid_epoch_decodes_only_the_untrained_batches(data, tmp_path, mon
     """The folder streamed from disk (data.mode=stream): the resumed run decodes the 2 batches
     of 16 left in epoch 1 (32 images), not the 2 already trained, and ends with the same bits
     as an uninterrupted streamed run."""
-    decoded: list[str] = []
-    decode = folder_module.decode_image
-
-    def counting_decode(path, *args, **kwargs):
-        decoded.append(str(path))
-        return decode(path, *args, **kwargs)
-
-    monkeypatch.setattr(folder_module, "decode_image", counting_decode)
+    decoded = count_decodes(monkeypatch)
     cfg = tiny_config(data, tmp_path, "train.ckpt_every_steps=3", "data.mode=stream")
     crashed = Trainer(cfg, tmp_path, progress="off", callbacks=[CrashAfter(7)])
     decoded.clear()  # the mean/std estimate decodes a sample of the folder first

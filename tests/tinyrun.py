@@ -92,6 +92,22 @@ class CrashAfter(Callback):
             raise Crash
 
 
+def count_decodes(monkeypatch) -> list[str]:
+    """The list every image file a streamed folder decodes from now on is appended to (for the
+    test's duration; DataLoader workers off, as in the tiny run)."""
+    import slimssl.data.folder as folder_module
+
+    decoded: list[str] = []
+    decode = folder_module.decode_image
+
+    def counting_decode(path, *args, **kwargs):
+        decoded.append(str(path))
+        return decode(path, *args, **kwargs)
+
+    monkeypatch.setattr(folder_module, "decode_image", counting_decode)
+    return decoded
+
+
 def train_tiny_run(data: str | Path, out: str | Path, *extra: str) -> Path:
     """Train a 1-epoch tiny run on one thread (fixtures run before conftest's thread fixture)."""
     previous = torch.get_num_threads()
@@ -101,3 +117,21 @@ def train_tiny_run(data: str | Path, out: str | Path, *extra: str) -> Path:
     finally:
         torch.set_num_threads(previous)
     return Path(out)
+
+
+def run_ranks(target, args_of_rank, world_size: int = 2, timeout: float = 120) -> None:
+    """Start ``target(rank, *args_of_rank(rank))`` for every rank as a plain process (a failing
+    rank does not take the others down, so the rest live to report) and wait; a rank still
+    running after ``timeout`` seconds is killed and fails the test."""
+    import pytest
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    procs = [ctx.Process(target=target, args=(r, *args_of_rank(r))) for r in range(world_size)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=timeout)
+        if p.is_alive():
+            p.kill()
+            pytest.fail(f"a rank hung for {timeout:.0f} s")

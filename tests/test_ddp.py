@@ -7,13 +7,11 @@ import os
 import traceback
 from pathlib import Path
 
-import pytest
 import torch
-import torch.multiprocessing as mp
 
 from slimssl.engine.checkpoint import list_checkpoints, load_checkpoint
 from slimssl.engine.trainer import Callback, Trainer
-from tinyrun import tiny_config, write_image_folder
+from tinyrun import run_ranks, tiny_config, write_image_folder
 
 
 class Record(Callback):
@@ -61,17 +59,8 @@ def launch(tmp_path: Path, die_at: int = 0) -> tuple[dict | None, dict | None]:
     """Run both ranks as plain processes (a failing rank does not take the other down, so
     rank 0 lives to report what it saw); each saves its result to ``rank{R}.pt``."""
     data = write_image_folder(tmp_path / "images")
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    procs = [ctx.Process(target=_worker, args=(r, str(data), str(tmp_path / "run"),
-                                               str(tmp_path / "init"), die_at))
-             for r in (0, 1)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-        if p.is_alive():
-            p.kill()
-            pytest.fail("a rank hung for 120 s")
+    run_ranks(_worker, lambda r: (str(data), str(tmp_path / "run"), str(tmp_path / "init"),
+                                  die_at))
     files = [tmp_path / "run" / f"rank{r}.pt" for r in (0, 1)]
     return tuple(torch.load(f, weights_only=True) if f.exists() else None
                  for f in files)

@@ -9,11 +9,10 @@ import os
 import traceback
 from pathlib import Path
 
-import pytest
 import torch
-import torch.multiprocessing as mp
 
 from test_eval_stream import TINY_PROBE, _sets, tiny_backbone, write_jpeg_folder
+from tinyrun import run_ranks
 from slimssl.eval.family import knn_family
 from slimssl.eval.feature_store import FeatureStore, state_fingerprint
 from slimssl.eval.linear_eval import linear_eval
@@ -51,17 +50,9 @@ def _worker(rank: int, folder: str, out: str, init_file: str) -> None:
 
 def test_two_processes_equal_one(tmp_path):
     folder = write_jpeg_folder(tmp_path / "jpeg")
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    procs = [ctx.Process(target=_worker, args=(r, str(folder), str(tmp_path / "ddp"),
-                                               str(tmp_path / "init"))) for r in (0, 1)]
     (tmp_path / "ddp").mkdir()
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=180)
-        if p.is_alive():
-            p.kill()
-            pytest.fail("a rank hung for 180 s")
+    run_ranks(_worker, lambda r: (str(folder), str(tmp_path / "ddp"), str(tmp_path / "init")),
+              timeout=180)
     ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
     for r in ranks:
         assert "error" not in r, r.get("trace")

@@ -15,6 +15,7 @@ from slimssl.engine.checkpoint import list_checkpoints, load_checkpoint
 from slimssl.engine.logging import read_metrics
 from slimssl.cli.monitors import KnnMonitor
 from slimssl.engine.trainer import Trainer
+from slimssl.eval.family import knn_family
 from tinyrun import Crash, CrashAfter, cli_args, tiny_config, write_image_folder
 
 
@@ -36,15 +37,27 @@ def test_runs_at_configured_epochs_one_value_per_width(data, tmp_path):
     run = tmp_path / "run"
     cfg = tiny_config(data, run, "train.epochs=3", "eval.knn_every_epochs=2",
                       "eval.knn_monitor_bank=40", "eval.knn_monitor_queries=10")
-    Trainer(cfg, run, progress="off", callbacks=build_callbacks(cfg)).fit()
+    callbacks = build_callbacks(cfg)
+    trainer = Trainer(cfg, run, progress="off", callbacks=callbacks)
+    trainer.fit()
     records = knn_records(run)
     assert [r["epoch"] for r in records] == [2, 3]  # every 2 epochs, and after the last one
     for r in records:
         assert sorted(k for k in r if k.startswith("knn/top1/")) == ["knn/top1/w0.50",
                                                                    "knn/top1/w1.00"]
-        assert 0.0 <= r["knn/top1/w0.50"] <= 100.0 and r["knn/seconds"] > 0
-    monitor = next(cb for cb in build_callbacks(cfg) if isinstance(cb, KnnMonitor))
+        assert r["knn/seconds"] > 0
+        for width in ("w1.00", "w0.50"):  # a whole number of the 10 queries: a multiple of 10%
+            assert r[f"knn/top1/{width}"] in [10.0 * i for i in range(11)]
+    monitor = next(cb for cb in callbacks if isinstance(cb, KnnMonitor))
     assert monitor.bank_size == 40 and monitor.query_size == 10
+    assert len(monitor.bank) == 40 and len(monitor.queries) == 10
+    # the last record is the final weights' kNN, measured again directly: the library's
+    # per-member kNN of the trained backbone on the monitor's bank and queries
+    rows = knn_family(trainer.method.online.backbone, monitor.specs, monitor.bank,
+                      monitor.queries, (monitor.k,), monitor.t, monitor.batch_size,
+                      min(monitor.recalib_images, len(monitor.bank)))
+    for spec, row in zip(monitor.specs, rows):
+        assert records[-1][f"knn/top1/{spec.label}"] == row[f"knn_top1_k{monitor.k}"]
 
 
 @pytest.mark.parametrize("norm", ["switchable", "universal"])

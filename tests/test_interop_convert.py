@@ -13,19 +13,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from slimssl.export import extract_subnet
 from slimssl.models import from_timm, from_torchvision
 from slimssl.nn import SubnetSpec
-
-
-def _trained_like(model: nn.Module) -> nn.Module:
-    """Non-trivial BN affines and statistics (a fresh network's are identities)."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+from interop_util import trained_like
 
 
 def _cifar_resnet18() -> nn.Module:
@@ -68,7 +56,7 @@ def _check_twin(source: nn.Module, twin, size: int, narrow: float = 0.5) -> None
     (torchvision.models.mobilenet_v3_small, 32),
 ])
 def test_torchvision_twin_reproduces_the_network(build, size):
-    source = _trained_like(build())
+    source = trained_like(build())
     twin = from_torchvision(source, widths=(1.0, 0.5))
     _check_twin(source, twin, size)
 
@@ -76,14 +64,14 @@ def test_torchvision_twin_reproduces_the_network(build, size):
 def test_timm_twin_reproduces_the_network():
     timm = pytest.importorskip("timm")
     for name in ("resnet18", "resnet50"):
-        source = _trained_like(timm.create_model(name, num_classes=0, layers=(1, 1, 1, 1)))
+        source = trained_like(timm.create_model(name, num_classes=0, layers=(1, 1, 1, 1)))
         twin = from_timm(source, widths=(1.0, 0.25))
         _check_twin(source, twin, 32, narrow=0.25)
     assert twin.feature_dim(0.25) == 512
 
 
 def test_universal_and_depth_families_take_the_weights():
-    source = _trained_like(ResNet(BasicBlock, [2, 2, 1, 1], num_classes=5))
+    source = trained_like(ResNet(BasicBlock, [2, 2, 1, 1], num_classes=5))
     twin = from_torchvision(source, widths=(1.0, 0.25), norm="universal",
                             depth_choices=[(2, 2, 1, 1), (1, 1, 1, 1)])
     x = torch.randn(2, 3, 32, 32)
@@ -93,7 +81,7 @@ def test_universal_and_depth_families_take_the_weights():
 
 def test_what_has_no_twin_is_refused():
     with pytest.raises(NotImplementedError, match="ResNeXt"):
-        from_torchvision(torchvision.models.resnext50_32x4d())
+        from_torchvision(ResNet(Bottleneck, [1, 1, 1, 1], groups=32, width_per_group=4))
     with pytest.raises(NotImplementedError, match="converts ResNet, MobileNetV2"):
         from_torchvision(torchvision.models.squeezenet1_0())
     with pytest.raises(ValueError, match="lack 1.0"):
@@ -104,7 +92,7 @@ def test_what_has_no_twin_is_refused():
     with pytest.raises(NotImplementedError, match="layers its slimmable twin lacks"):
         from_timm(timm.create_model("seresnet18"))
     with pytest.raises(NotImplementedError, match="does not reproduce"):
-        from_timm(_trained_like(timm.create_model("resnet18", act_layer="silu")))
+        from_timm(trained_like(timm.create_model("resnet18", act_layer="silu")))
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
@@ -117,7 +105,7 @@ def test_pretraining_starts_from_a_supervised_checkpoint(tmp_path, suffix):
     from slimssl.engine.trainer import Trainer
     from tinyrun import tiny_config, write_image_folder
 
-    source = _trained_like(torchvision.models.resnet18(num_classes=10))
+    source = trained_like(torchvision.models.resnet18(num_classes=10))
     path = tmp_path / f"supervised{suffix}"
     if suffix == ".pth":
         torch.save({"state_dict": source.state_dict()}, path)

@@ -21,8 +21,9 @@ from slimssl.cli.members import open_run
 from slimssl.eval.report import write_results
 from slimssl.export import extract_subnet
 from slimssl.export.profile import count_macs, count_params
-from slimssl.models import create
+from slimssl.models import SlimResNet, create
 from slimssl.nn import SubnetSpec
+from interop_util import trained_like
 from tinyrun import train_tiny_run, write_image_folder
 
 # a fake evaluation table: the card must carry these numbers
@@ -46,13 +47,17 @@ def run_dir(tmp_path_factory):
     return out
 
 
-def _member_output(run_dir, width, x):
-    backbone = open_run(str(run_dir)).backbone
+@pytest.fixture(scope="module")
+def run_backbone(run_dir):
+    return open_run(str(run_dir)).backbone
+
+
+def _member_output(backbone, width, x):
     with torch.no_grad(), backbone.subnet(width):
         return backbone(x)
 
 
-def test_cli_hub_folder_loads_every_member(run_dir, tmp_path, capsys):
+def test_cli_hub_folder_loads_every_member(run_dir, run_backbone, tmp_path, capsys):
     folder = tmp_path / "hub"
     assert main(["export", str(run_dir), "--format", "hub", "--out", str(folder)]) == 0
     assert "w0.50: hub max|diff| 0.0e+00" in capsys.readouterr().out
@@ -69,7 +74,7 @@ def test_cli_hub_folder_loads_every_member(run_dir, tmp_path, capsys):
         assert all(type(t).__module__.startswith(("torch.nn", "slimssl.export"))
                    for t in plain.modules())
         with torch.no_grad():
-            assert (plain(x) - _member_output(run_dir, m["width"], x)).abs().max() <= 1e-5
+            assert (plain(x) - _member_output(run_backbone, m["width"], x)).abs().max() <= 1e-5
         assert m["params"] == count_params(plain) == sum(p.numel() for p in plain.parameters())
         assert m["macs"] == count_macs(plain, 8)
         # the card's row: params (M), MACs (G), kNN and linear top-1 from results.json
@@ -84,7 +89,7 @@ def test_cli_hub_folder_loads_every_member(run_dir, tmp_path, capsys):
         slimssl.hub.load(folder, width=0.3)
 
 
-def test_cli_timm_export_of_the_full_width_member(run_dir, tmp_path, capsys):
+def test_cli_timm_export_of_the_full_width_member(run_dir, run_backbone, tmp_path, capsys):
     timm = pytest.importorskip("timm")
     out = tmp_path / "export"
     assert main(["export", str(run_dir), "--format", "timm", "--widths", "1",
@@ -95,7 +100,7 @@ def test_cli_timm_export_of_the_full_width_member(run_dir, tmp_path, capsys):
                               checkpoint_path=str(out / "w1.00" / "model.safetensors")).eval()
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
-        assert (model(x) - _member_output(run_dir, 1.0, x)).abs().max() <= 1e-5
+        assert (model(x) - _member_output(run_backbone, 1.0, x)).abs().max() <= 1e-5
 
 
 def test_cli_timm_export_refuses_narrow_members_before_writing(run_dir, tmp_path, capsys):
@@ -116,31 +121,23 @@ def _without_slimssl(name, *args, **kwargs):
     return builtins.__import__(name, *args, **kwargs)
 
 
-@pytest.mark.parametrize("name,widths,kwargs,width", [
-    # width 0.3: the bottlenecks' outputs round on their own (77 != 4 x 19 channels)
-    ("resnet50", (1.0, 0.3), {"stem": "imagenet"}, 0.3),
-    ("resnet18", (1.0, 0.25), {"stem": "cifar", "num_classes": 7}, 0.25),
+@pytest.mark.parametrize("build,width", [
+    # bottlenecks (one per stage) at 0.3: their outputs round on their own (77 != 4 x 19)
+    (lambda w: SlimResNet("bottleneck", (1, 1, 1, 1), widths=(1.0, w)), 0.3),
+    (lambda w: create("resnet18", widths=(1.0, w), stem="cifar", num_classes=7), 0.25),
     # slimmed MobileNet layers round their own widths, unlike torchvision's blocks: V2 at 0.35
-    # hidden 32 != round(8 x 6); V3-Large at 0.75 an SE squeeze of 24 != make_div(56 // 4) = 16;
-    # V3-Small at 0.3 squeeze 40 != 48 and the last conv 176 != 6 x 32
-    ("mobilenet_v2", (1.0, 0.35), {"num_classes": 5}, 0.35),
-    ("mobilenet_v3_large", (1.0, 0.75), {"stem": "cifar"}, 0.75),
-    ("mobilenet_v3_small", (1.0, 0.3), {"num_classes": 3}, 0.3),
+    # hidden 32 != round(8 x 6); V3-Small at 0.3 an SE squeeze of 40 != make_div(176 // 4) =
+    # 48 and the last conv 176 != 6 x 32
+    (lambda w: create("mobilenet_v2", widths=(1.0, w), num_classes=5), 0.35),
+    (lambda w: create("mobilenet_v3_small", widths=(1.0, w), stem="cifar"), 0.3),
 ])
-def test_card_torchvision_builder_rebuilds_a_narrow_member(tmp_path, monkeypatch, name, widths,
-                                                           kwargs, width):
-    torch.manual_seed(0)
-    model = create(name, widths=widths, **kwargs)
-    model.train()
-    with torch.no_grad():
-        for w in widths:  # non-trivial BN statistics for every member
-            with model.subnet(w):
-                model(torch.randn(4, 3, 16, 16) + 0.3)
-    model.eval()
+def test_card_torchvision_builder_rebuilds_a_narrow_member(tmp_path, monkeypatch, build, width):
+    model = trained_like(build(width))
+    widths = model.widths
     members = [(SubnetSpec(w), extract_subnet(model, w), {"params": 0, "macs": 0})
                for w in widths]
-    info = {"backbone": name, "preprocessing": {"mean": [0.5] * 3, "std": [0.25] * 3,
-                                               "image_size": 16}}
+    info = {"backbone": type(model).__name__,
+            "preprocessing": {"mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 16}}
     folder = slimssl.hub.write_family(tmp_path / "hub", members, info)
     blocks = _code_blocks((folder / "README.md").read_text())
     builder = next(b for b in blocks if "def build_torchvision(" in b)
@@ -173,7 +170,7 @@ def _fake_hub_cache(cache, repo_id, folder):
 
 def test_load_by_repo_id_reads_the_hub_cache_offline(tmp_path, monkeypatch):
     constants = pytest.importorskip("huggingface_hub.constants")
-    model = create("resnet10_narrow", widths=(1.0, 0.5), stem="cifar").eval()
+    model = trained_like(create("resnet10_narrow", widths=(1.0, 0.5), stem="cifar"))
     members = [(SubnetSpec(w), extract_subnet(model, w), {"params": 0, "macs": 0})
                for w in (1.0, 0.5)]
     info = {"backbone": "resnet10_narrow",
@@ -230,9 +227,8 @@ def test_push_uploads_the_folder(tmp_path, monkeypatch):
 
 def test_depth_family_members_are_picked_by_width_and_depth(tmp_path):
     """DSPNet-style families: a width names several members, the depth picks one."""
-    torch.manual_seed(0)
-    model = create("resnet18", widths=(1.0, 0.5), depth_choices=[(2, 2, 2, 2), (1, 1, 1, 1)])
-    model.eval()
+    model = trained_like(create("resnet18", widths=(1.0, 0.5),
+                                depth_choices=[(2, 2, 2, 2), (1, 1, 1, 1)]))
     specs = model.family()
     members = [(s, extract_subnet(model, s), {"params": 0, "macs": 0}) for s in specs]
     info = {"backbone": "resnet18",

@@ -200,7 +200,7 @@ def section_host_sync(args, fast: list[str]) -> dict:
         steps = 3
         with profile(activities=acts) as prof:
             for _ in range(steps):
-                t.train_step(images, epoch)
+                t.train_step(images, epoch, read_logs=False)
                 t.state.global_step += 1
             sync(t.device)
     names = {}

@@ -1,9 +1,11 @@
 """The one training loop every recipe runs through (DESIGN.md sec. 1, 4, 7).
 
 Per iteration: two augmented views of a uint8 batch (augmented on the training device), the
-full-width target once, then each sub-network the recipe samples (largest first; its detached
-output is the online teacher of the others), one optimizer step, the EMA update, the method's
-end-of-iteration hook (MoCo's enqueue). The update mode is explicit and logged:
+full-width target once, then each sub-network the recipe samples (the member the recipe names as
+online teacher first, :meth:`~slimssl.recipes.base.Recipe.teacher_index`: its detached output
+reaches the others' loss terms), one optimizer step, the EMA update, the method's
+end-of-iteration hook (MoCo's enqueue). The update mode is the recipe's
+(:attr:`~slimssl.recipes.base.Recipe.update_mode`) and is logged:
 
 * ``sum``: the per-sub-network terms are summed and back-propagated once (SlimCLR's code);
 * ``accumulate``: one backward per sub-network, one optimizer step (memory of one network;
@@ -16,6 +18,10 @@ all-reduce per step (instead of DDP hooks, which do not fit several forwards of 
 different widths before a backward), and sampling is identical on every rank because every
 sampler is seeded only by the config seed.
 
+The loop reads no recipe settings from the config (the recipe object carries them) and prints
+nothing: it reports through the ``slimssl`` :mod:`logging` logger (the CLI shows its INFO
+messages), the metrics logger and the callbacks.
+
 Resume is exact: the data order is a pure function of (seed, epoch), the step's position in the
 epoch is saved, and so are every RNG stream, the optimizer, the scaler and the method's state
 (queue included).
@@ -23,6 +29,7 @@ epoch is saved, and so are every RNG stream, the optimizer, the scaler and the m
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -55,6 +62,18 @@ from slimssl.nn import average_running_stats_
 from slimssl.schedule import momentum_schedule, scaled_lr, set_lr
 
 
+_log = logging.getLogger(__name__)
+
+
+def read_scalars(logs: dict[str, Any]) -> dict[str, Any]:
+    """``logs`` with every tensor value turned into a float by ONE device-to-host read."""
+    keys = [k for k, v in logs.items() if torch.is_tensor(v)]
+    out = dict(logs)
+    if keys:
+        out.update(zip(keys, torch.stack([logs[k].float().reshape(()) for k in keys]).tolist()))
+    return out
+
+
 class Callback:
     """Hooks into the loop for monitors and diagnostics (they never change the training).
 
@@ -72,7 +91,9 @@ class Callback:
 
     def on_fit_start(self, trainer: "Trainer") -> None: ...
     def after_backward(self, trainer: "Trainer", specs: list) -> None: ...
-    def on_step_end(self, trainer: "Trainer", logs: dict[str, float]) -> None: ...
+    # between log steps the losses in ``logs`` are 0-dim device tensors (reading one stalls a
+    # GPU); at log steps they are floats
+    def on_step_end(self, trainer: "Trainer", logs: dict[str, Any]) -> None: ...
     def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None: ...
     def on_fit_end(self, trainer: "Trainer") -> None: ...
 
@@ -167,8 +188,11 @@ class TrainState:
 def _check_same_model(saved: dict[str, Any], cfg: Config, path: Path) -> None:
     """Name the model settings that differ from the checkpoint's, before any shape error."""
     current = config_to_dict(cfg)["model"]
+    # checkpoints written before building resolved them keep None for "the default"
+    resolved = ("base_width", "width_range")
     diff = [f"model.{k}: checkpoint {saved[k]!r}, this run {current[k]!r}"
-            for k in current if k in saved and saved[k] != current[k]]
+            for k in current if k in saved and saved[k] != current[k]
+            and not (k in resolved and saved[k] is None)]
     if diff:
         raise CheckpointError(
             f"checkpoint {path} is from another model ({'; '.join(diff)}); resume with the "
@@ -271,7 +295,7 @@ class Trainer:
         source = self.run_dir / "checkpoints" if resume == "auto" else Path(resume)
         if resume == "auto" and not list_checkpoints(source):
             if is_main():
-                print(f"--resume auto: no checkpoint in {source} yet; starting from scratch")
+                _log.info(f"--resume auto: no checkpoint in {source} yet; starting from scratch")
             return
         path, ckpt = resolve_resume(source)
         _check_same_model(ckpt.get("config", {}).get("model", {}), self.cfg, path)
@@ -287,7 +311,8 @@ class Trainer:
         restore_callback_states(self.callbacks, ckpt.get("callbacks", {}))
         self.logger.drop_after(self.state.global_step)
         if is_main():
-            print(f"resumed from {path} (epoch {self.state.epoch}, step {self.state.global_step})")
+            _log.info(f"resumed from {path} (epoch {self.state.epoch}, step "
+                      f"{self.state.global_step})")
 
     # ---------------------------------------------------------------- the step
     def _autocast(self):
@@ -309,9 +334,9 @@ class Trainer:
         if self.state.skipped_nonfinite < budget:
             self.state.skipped_nonfinite += 1
             if is_main():
-                print(f"skipping step {self.state.global_step + 1}: "
-                      f"{problem or 'non-finite loss on another rank'} "
-                      f"({self.state.skipped_nonfinite}/{budget} skips used)")
+                _log.warning(f"skipping step {self.state.global_step + 1}: "
+                             f"{problem or 'non-finite loss on another rank'} "
+                             f"({self.state.skipped_nonfinite}/{budget} skips used)")
             return
         raise NonFiniteLossError(
             f"{problem or 'non-finite loss on another rank'}; training stopped, "
@@ -324,11 +349,11 @@ class Trainer:
         return f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint yet"
 
     def _step(self, images: torch.Tensor, epoch_f: float,
-              labels: torch.Tensor | None = None) -> dict[str, float]:
+              labels: torch.Tensor | None = None, read_logs: bool = True) -> dict[str, Any]:
         """:meth:`train_step`, turning a failed collective into a message that says what
         happened (gloo/NCCL only report a reset connection or a timeout)."""
         try:
-            return self.train_step(images, epoch_f, labels)
+            return self.train_step(images, epoch_f, labels, read_logs=read_logs)
         except RuntimeError as err:
             if not (is_dist() and _raised_in_collective(err)):
                 raise
@@ -371,9 +396,25 @@ class Trainer:
         return {"loss": float("nan"), "lr": lr, "num_subnets": len(specs),
                 "skipped_nonfinite": self.state.skipped_nonfinite}
 
+    def _first_problem(self, checks: list[tuple[torch.Tensor, str, str]]) -> str | None:
+        """None if every checked term is finite, else the first non-finite one in words.
+
+        The one device-to-host read of a step (the flag decides whether the optimizer may
+        step, as GradScaler's found-inf flag does); the terms are only looked at one by one
+        when something is wrong."""
+        if not checks:
+            return None
+        if bool(torch.stack([torch.isfinite(v).all() for v, _, _ in checks]).all()):
+            return None
+        return next(p for p in (self._nonfinite(v, label, term) for v, label, term in checks) if p)
+
     def train_step(self, images: torch.Tensor, epoch_f: float,
-                   labels: torch.Tensor | None = None) -> dict[str, float]:
-        """One iteration; ``labels`` reach only a method that ``needs_labels`` (supervised)."""
+                   labels: torch.Tensor | None = None, read_logs: bool = True) -> dict[str, Any]:
+        """One iteration; ``labels`` reach only a method that ``needs_labels`` (supervised).
+
+        Returns the step's log values. With ``read_logs=False`` the losses stay 0-dim device
+        tensors (no device-to-host read: the loop reads them only at log steps, all at once,
+        :func:`read_scalars`); otherwise they are Python floats."""
         cfg, method, recipe = self.cfg, self.method, self.recipe
         lr = self.lr_at(self.state.global_step)
         set_lr(self.optimizer, lr)
@@ -391,22 +432,27 @@ class Trainer:
             else:
                 target = method.target_forward(views)
         specs = recipe.sample(epoch_f)
-        accumulate = cfg.recipe.update_mode == "accumulate"
-        per_subnet = cfg.recipe.update_mode == "step_per_subnet"
+        accumulate = recipe.update_mode == "accumulate"
+        per_subnet = recipe.update_mode == "step_per_subnet"
+        teacher_at = recipe.teacher_index(specs)
+        order = list(range(len(specs)))
+        if teacher_at is not None:  # the teacher runs first: the others' terms need its output
+            order.insert(0, order.pop(teacher_at))
         teacher: SubnetOutput | None = None
         total = None
-        problem: str | None = None
+        checks: list[tuple[torch.Tensor, str, str]] = []  # read once, before stepping
         logs: dict[str, torch.Tensor] = {}
-        for i, spec in enumerate(specs):
+        for i in order:
+            spec = specs[i]
             with self._autocast():
                 out = method.subnet_forward(views, spec, target)
                 term = recipe.subnet_loss(i, specs, out, teacher)
-            problem = (problem or self._nonfinite(out.loss, spec.label, f"{cfg.method.name} loss")
-                       or self._nonfinite(term, spec.label,
-                                          f"weighted loss term (distill={cfg.recipe.distill})"))
+            checks += [(out.loss.detach(), spec.label, f"{cfg.method.name} loss"),
+                       (term.detach(), spec.label, f"weighted loss term of recipe {recipe.name}")]
             logs[f"loss/{spec.label}"] = out.loss.detach()
-            logs[f"std/{spec.label}"] = out.embedding.detach().float().std(0).mean()
-            if i == 0:
+            if read_logs:  # the collapse monitor, only when it is logged
+                logs[f"std/{spec.label}"] = out.embedding.detach().float().std(0).mean()
+            if i == teacher_at:
                 teacher = out.detach()
             if per_subnet:
                 # the US3L authors' loop: this member's loss plus its regularization, one
@@ -415,12 +461,12 @@ class Trainer:
                 if reg is not None:
                     term = term + reg
                     logs["loss/reg"] = reg.detach() + logs.get("loss/reg", 0.0)
-                    problem = problem or self._nonfinite(reg, spec.label, "weight regularization")
+                    checks.append((reg.detach(), spec.label, "weight regularization"))
                 self.scaler.scale(term).backward()
                 total = term.detach() if total is None else total + term.detach()
-                if not self._optimizer_step([spec], problem):
+                if not self._optimizer_step([spec], self._first_problem(checks)):
                     return self._skipped_step(lr, specs)
-                problem = None
+                checks = []
             elif accumulate:
                 self.scaler.scale(term).backward()
                 total = term.detach() if total is None else total + term.detach()
@@ -432,12 +478,12 @@ class Trainer:
             if reg is not None:
                 total = total + reg
                 logs["loss/reg"] = reg.detach()
-                problem = problem or self._nonfinite(reg, "(all)", "weight regularization")
+                checks.append((reg.detach(), "(all)", "weight regularization"))
             if not accumulate:
                 self.scaler.scale(total).backward()
             elif reg is not None:
                 self.scaler.scale(reg).backward()
-            if not self._optimizer_step(specs, problem):
+            if not self._optimizer_step(specs, self._first_problem(checks)):
                 return self._skipped_step(lr, specs)
         m = momentum_schedule(self.state.global_step, self.total_steps, cfg.method.momentum,
                               cfg.method.momentum_schedule)
@@ -445,7 +491,7 @@ class Trainer:
             ema_update_(target_part, online_part, m, copy_buffers=not method.momentum_bn)
         method.end_iteration(target)
         logs["loss"] = total.detach()
-        out_logs = {k: float(v) for k, v in logs.items()}
+        out_logs: dict[str, Any] = read_scalars(logs) if read_logs else dict(logs)
         out_logs.update(lr=lr, momentum=m, num_subnets=len(specs),
                         skipped_nonfinite=self.state.skipped_nonfinite)
         return out_logs
@@ -454,40 +500,47 @@ class Trainer:
     def fit(self) -> list[dict[str, Any]]:
         cfg, st = self.cfg, self.state
         if is_main():
-            print(f"slimssl: {cfg.recipe.name}/{cfg.method.name} on {cfg.model.arch} widths "
-                  f"{list(self.backbone.widths)} | update mode: {cfg.recipe.update_mode} | "
-                  f"{len(self.train_set)} images, {self.steps_per_epoch} steps/epoch, "
-                  f"{cfg.train.epochs} epochs | device {self.device} x{self.dist.world_size}")
+            _log.info(f"slimssl: {self.recipe.name}/{cfg.method.name} on {cfg.model.arch} widths "
+                      f"{list(self.backbone.widths)} | update mode: {self.recipe.update_mode} | "
+                      f"{len(self.train_set)} images, {self.steps_per_epoch} steps/epoch, "
+                      f"{cfg.train.epochs} epochs | device {self.device} x{self.dist.world_size}")
         for cb in self.callbacks:
             cb.on_fit_start(self)
         desc = "finetune" if self.method.needs_labels else "pretrain"
         progress = Progress(self.total_steps, desc=desc, initial=st.global_step,
                             print_every=cfg.train.log_every, mode=self.progress_mode)
         batch = cfg.data.batch_size * self.dist.world_size
-        epoch_losses: list[float] = []
+        epoch_loss, epoch_steps = None, 0  # summed on the device, read once per epoch
         while st.epoch < cfg.train.epochs:
             # resumed mid-epoch: the loader starts at the first untrained batch (the order is a
             # function of seed and epoch alone), without reading the trained ones
             self.loader.set_epoch(st.epoch, start_batch=st.step_in_epoch)
             t0 = time.perf_counter()
             for i, (images, labels) in enumerate(self.loader, start=st.step_in_epoch):
-                logs = self._step(images, st.epoch + i / self.steps_per_epoch, labels)
+                log_now = (st.global_step + 1) % cfg.train.log_every == 0 or st.global_step == 0
+                logs = self._step(images, st.epoch + i / self.steps_per_epoch, labels,
+                                  read_logs=log_now)
                 st.global_step += 1
                 st.step_in_epoch = i + 1
-                if math.isfinite(logs["loss"]):  # a skipped non-finite step has no loss
-                    epoch_losses.append(logs["loss"])
+                loss = logs["loss"]
+                if torch.is_tensor(loss) or math.isfinite(loss):  # a skipped step has no loss
+                    epoch_loss = loss if epoch_loss is None else epoch_loss + loss
+                    epoch_steps += 1
                 for cb in self.callbacks:
                     cb.on_step_end(self, logs)
-                progress.update(1, images=batch, loss=f"{logs['loss']:.3f}", lr=f"{logs['lr']:.3g}")
-                if st.global_step % cfg.train.log_every == 0 or st.global_step == 1:
+                if log_now:
+                    progress.update(1, images=batch, loss=f"{logs['loss']:.3f}",
+                                    lr=f"{logs['lr']:.3g}")
                     self.logger.log(logs, st.global_step, st.epoch + (i + 1) / self.steps_per_epoch)
+                else:
+                    progress.update(1, images=batch)
                 if cfg.train.ckpt_every_steps and st.global_step % cfg.train.ckpt_every_steps == 0:
                     self.save()
             st.epoch += 1
             st.step_in_epoch = 0
-            summary = {"loss": sum(epoch_losses) / max(len(epoch_losses), 1),
+            summary = {"loss": float(epoch_loss) / epoch_steps if epoch_steps else 0.0,
                        "epoch_time_s": time.perf_counter() - t0}
-            epoch_losses = []
+            epoch_loss, epoch_steps = None, 0
             self.logger.log(summary, st.global_step, st.epoch, kind="epoch")
             st.history.append({"epoch": st.epoch, **summary})
             average_running_stats_(self.method)  # monitors evaluate every rank's statistics

@@ -248,6 +248,9 @@ class MemoryQueue(nn.Module):
         init = torch.randn(size, dim, generator=generator)
         self.register_buffer("queue", F.normalize(init, dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        # host copy of ``ptr``: enqueueing must not read the device buffer every step (a GPU
+        # sync); re-read after load_state_dict
+        self._ptr_host: int | None = 0
 
     @property
     def size(self) -> int:
@@ -275,13 +278,18 @@ class MemoryQueue(nn.Module):
         if b == 0:
             return
         keys = keys.detach().to(device=self.queue.device, dtype=self.queue.dtype)
-        ptr = int(self.ptr)
+        ptr = int(self.ptr) if self._ptr_host is None else self._ptr_host
         first = min(b, self.size - ptr)
         self.queue[ptr : ptr + first] = keys[:first]
         rest = b - first
         if rest > 0:
             self.queue[:rest] = keys[first:]
-        self.ptr.fill_((ptr + b) % self.size)
+        self._ptr_host = (ptr + b) % self.size
+        self.ptr.fill_(self._ptr_host)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ptr_host = None  # the loaded buffer is the truth: read it at the next enqueue
 
     def forward(self) -> Tensor:  # pragma: no cover - convenience alias
         """Same as :meth:`snapshot`."""

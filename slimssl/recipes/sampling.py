@@ -164,7 +164,7 @@ class UniversalSandwich(_Seeded):
         fixed = [hi, lo] if self.include_min else [hi]
         n_rand = self.n - len(fixed)
         u = torch.rand(max(n_rand, 0), generator=self.generator, dtype=torch.float64)
-        return fixed + [lo + (hi - lo) * float(x) for x in u]
+        return fixed + [lo + (hi - lo) * x for x in u.tolist()]
 
 
 def slow_start_active(epoch: float, slow_start_epochs: float) -> bool:

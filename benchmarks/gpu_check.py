@@ -18,7 +18,8 @@ Sections (each prints and is saved in ``benchmarks/results/gpu_check[_smoke].jso
    initialisation.
 6. ``host_sync``: ``torch.profiler`` over training steps between two log steps: the number of
    device-to-host reads (``aten::_local_scalar_dense``: ``.item()``, ``float(t)``, ``bool(t)``)
-   per step must be 0, so a step never waits on the host.
+   per step must be at most 1 (the stacked non-finite flag that decides whether the optimizer
+   steps, as GradScaler reads its found-inf flag); log values are read only at log steps.
 
 ``--smoke`` runs every section on the CPU in a tiny mode (resnet10_narrow, 16 px, a few steps,
 the embedded digits data for the run) in well under 3 minutes: CI calls it so the script cannot
@@ -209,8 +210,8 @@ def section_host_sync(args, fast: list[str]) -> dict:
                       "cudaDeviceSynchronize", "aten::item"):
             names[e.name] = names.get(e.name, 0) + 1
     reads = names.get("aten::_local_scalar_dense", 0)
-    ok = reads == 0
-    print(f"host_sync: {reads / steps:.1f} device-to-host reads per non-log step "
+    ok = reads <= steps  # one per step: the non-finite flag that decides the optimizer step
+    print(f"host_sync: {reads / steps:.1f} device-to-host reads per non-log step (<= 1) "
           f"({'OK' if ok else 'FAIL: the step waits on the host'}); events {names}")
     return {"reads_per_step": reads / steps, "events": names, "ok": ok}
 

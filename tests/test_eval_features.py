@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from slimssl.eval.features import default_transform, extract_features, features_per_subnet
+from slimssl.eval.features import default_transform, extract_features
+from slimssl.eval.linear_eval import FrozenFamily
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,15 @@ def test_loader_and_transform_and_recalibrate():
     assert all(mode is False for mode in m.modes)
 
 
-def test_features_per_subnet_once_each():
+def test_family_features_once_per_member_in_one_pass():
     m = ToySlim()
     specs = [Spec(1.0), Spec(0.5), Spec(0.5, (1, 1)), Spec(1.0)]
-    feats = features_per_subnet(m, specs, _images(6), batch_size=6)
+    feats = FrozenFamily(m, specs).features(_images(6), default_transform, batch_size=4)
     assert list(feats) == [Spec(1.0), Spec(0.5), Spec(0.5, (1, 1))]
-    assert m.calls == 3
+    assert m.calls == 3 * 2  # every distinct member once per batch (6 images in batches of 4)
     assert feats[Spec(0.5)].shape == (6, 4)
     torch.testing.assert_close(feats[Spec(0.5)], feats[Spec(1.0)][:, :4])
+    torch.testing.assert_close(feats[Spec(1.0)], extract_features(m, Spec(1.0), _images(6)))
 
 
 def test_default_transform_layouts():

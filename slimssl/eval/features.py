@@ -1,9 +1,11 @@
-"""Frozen-feature extraction, once per sub-network.
+"""Frozen-feature extraction of one sub-network.
 
 Every evaluation in slimssl (kNN, linear probes on cached features) starts from the
-pooled backbone features of each sub-network. Features are extracted once per
-sub-network and reused, which is what makes scoring all widths of a slimmable network
-(SlimCLR, Zhao et al.; DSPNet, Wang et al.) cheap.
+pooled backbone features of each sub-network. A whole family is embedded in one pass over the
+images by :class:`slimssl.eval.linear_eval.FrozenFamily` (and cached on disk by
+:mod:`slimssl.eval.feature_store`), which is what makes scoring all widths of a slimmable
+network (SlimCLR, Zhao et al.; DSPNet, Wang et al.) cheap; :func:`extract_features` is the
+single-member form.
 
 Model interface relied upon:
 
@@ -19,13 +21,13 @@ Model interface relied upon:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["default_transform", "extract_features", "features_per_subnet"]
+__all__ = ["default_transform", "extract_features"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 Recalibrate = Callable[[nn.Module, Any], None]
@@ -123,27 +125,3 @@ def extract_features(
     if not chunks:
         raise ValueError("no data to extract features from")
     return torch.cat(chunks, 0)
-
-
-def features_per_subnet(
-    model: nn.Module,
-    specs: Sequence[Hashable],
-    images_or_loader: Any,
-    transform: Transform | None = None,
-    batch_size: int = 256,
-    device: torch.device | str | None = None,
-    recalibrate: Recalibrate | None = None,
-) -> dict[Hashable, torch.Tensor]:
-    """``{spec: features}`` computed once per sub-network (duplicates computed once).
-
-    Specs must be hashable (``SubnetSpec`` is a frozen dataclass). A loader is iterated
-    once per spec, so it must be re-iterable and deterministic in order.
-    """
-    out: dict[Hashable, torch.Tensor] = {}
-    for spec in specs:
-        if spec in out:
-            continue
-        out[spec] = extract_features(
-            model, spec, images_or_loader, transform, batch_size, device, recalibrate
-        )
-    return out

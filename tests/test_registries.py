@@ -88,3 +88,12 @@ def test_saved_config_shows_the_values_used(tmp_path):
     assert saved["recipe"]["slow_start_epochs"] == 3.0
     assert saved["recipe"]["update_mode"] == "sum"
     assert saved["recipe"]["distill_temperature"] is not None
+
+
+def test_backbone_defaults_are_written_back():
+    cfg = _cfg()
+    build_backbone(cfg)
+    assert cfg.model.base_width == 32  # resnet10_narrow's own stem width
+    uni = _cfg(model={"norm": "universal", "widths": [1.0, 0.25]})
+    build_backbone(uni)
+    assert uni.model.width_range == [0.25, 1.0]

@@ -52,7 +52,6 @@ def show_library_messages() -> None:
         handler = _Console()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
-        log.propagate = False
     log.setLevel(logging.INFO)
 
 

@@ -11,21 +11,20 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 import torch
 
 from slimssl.data.errors import DataError
 from slimssl.data.tensor_dataset import ImageTensorDataset
 
-if TYPE_CHECKING:  # folder.py imports this module, never the other way round
-    from slimssl.data.folder import FolderIndex
-
 CACHE_VERSION = 1
 
 
-def cache_key(index: "FolderIndex", image_size: int | None) -> str:
-    """Hex digest identifying the folder's current contents and the decode settings."""
+def cache_key(index: Any, image_size: int | None) -> str:
+    """Hex digest identifying the folder's current contents and the decode settings; ``index``
+    is a :class:`slimssl.data.folder.FolderIndex` (``folder`` imports this module, never the
+    other way round)."""
     h = hashlib.sha256()
     h.update(f"v{CACHE_VERSION}|{index.root.resolve()}|{image_size}|{index.labels is not None}".encode())
     for f in index.files:
@@ -35,7 +34,7 @@ def cache_key(index: "FolderIndex", image_size: int | None) -> str:
 
 
 def cached_folder_dataset(
-    index: "FolderIndex",
+    index: Any,
     image_size: int | None,
     cache_dir: str | os.PathLike,
     decode: Callable[[], ImageTensorDataset],

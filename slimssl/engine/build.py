@@ -8,27 +8,45 @@ stands for a value decided here.
 
 from __future__ import annotations
 
+import inspect
+import logging
+
 from slimssl.engine.config import Config, ConfigError
 from slimssl.methods.base import SSLMethod
 from slimssl.methods.registry import METHODS
-from slimssl.models.registry import create
+from slimssl.models.registry import MODELS
 from slimssl.nn.switch import SlimmableModel
 from slimssl.recipes.base import Recipe
 from slimssl.recipes.registry import RECIPES
 
+_log = logging.getLogger(__name__)
+
 
 def build_backbone(cfg: Config, init_weights: bool = False) -> SlimmableModel:
     """The slimmable backbone of ``cfg.model``; with ``init_weights`` (a new pre-training run)
-    every member starts from ``model.init_from``'s weights when it is set."""
+    every member starts from ``model.init_from``'s weights when it is set. ``base_width`` left
+    ``None`` takes the architecture's own default and a universal model's ``width_range`` its
+    widths' span, both written back."""
     m = cfg.model
     kwargs = dict(widths=m.widths, norm=m.norm, stem=m.stem, num_classes=0)
     if m.width_range is not None:
         kwargs["width_range"] = tuple(m.width_range)
     if m.depths is not None:
         kwargs["depth_choices"] = m.depths
+    try:
+        factory = MODELS.get(m.arch)
+    except ValueError as err:
+        raise ConfigError(f"config key 'model.arch': {err}") from None
+    # a None setting takes the architecture's own default, written back (the saved config
+    # shows the value used)
+    base = inspect.signature(factory).parameters.get("base_width")
+    if m.base_width is None and base is not None and base.default is not base.empty:
+        m.base_width = base.default
     if m.base_width is not None:
         kwargs["base_width"] = m.base_width
-    backbone = create(m.arch, **kwargs)
+    backbone = factory(**kwargs)
+    if m.width_range is None and backbone.norm_mode == "universal":
+        m.width_range = list(backbone.width_range)
     if init_weights and m.init_from is not None:
         from slimssl.dist import is_main
         from slimssl.models.convert import load_backbone_weights
@@ -38,8 +56,8 @@ def build_backbone(cfg: Config, init_weights: bool = False) -> SlimmableModel:
         except ValueError as err:
             raise ConfigError(f"config key 'model.init_from': {err}") from None
         if is_main():
-            print(f"every member starts from {m.init_from}"
-                  + (f" (classifier left out: {', '.join(left_out)})" if left_out else ""))
+            _log.info(f"every member starts from {m.init_from}"
+                      + (f" (classifier left out: {', '.join(left_out)})" if left_out else ""))
     return backbone
 
 
@@ -71,7 +89,7 @@ def build_recipe(cfg: Config, model: SlimmableModel) -> Recipe:
         raise ConfigError(f"config key 'recipe': {err}") from None
     if cfg.recipe.update_mode is None:
         cfg.recipe.update_mode = cls.update_mode
-    recipe.update_mode = cfg.recipe.update_mode
+    recipe.name, recipe.update_mode = cfg.recipe.name, cfg.recipe.update_mode
     return recipe
 
 

@@ -77,8 +77,8 @@ class SlimCLR(Recipe):
         # left unweighted, as in the authors' code (lambda_1 applies once sub-networks train).
         lam = loss_weights([s.width for s in specs], self.weights) if len(specs) > 1 else [1.0]
         distill = None
-        if index > 0:
-            assert teacher is not None
+        if index > 0 and self.distill != "none":
+            assert teacher is not None, "SlimCLR distils from the full online network (first)"
             distill = distillation_loss(
                 self.distill, student_logits=out.similarities,
                 teacher_logits=teacher.similarities, q_student=out.embedding,

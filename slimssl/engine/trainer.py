@@ -65,6 +65,15 @@ from slimssl.schedule import momentum_schedule, scaled_lr, set_lr
 _log = logging.getLogger(__name__)
 
 
+def read_scalars(logs: dict[str, Any]) -> dict[str, Any]:
+    """``logs`` with every tensor value turned into a float by ONE device-to-host read."""
+    keys = [k for k, v in logs.items() if torch.is_tensor(v)]
+    out = dict(logs)
+    if keys:
+        out.update(zip(keys, torch.stack([logs[k].float().reshape(()) for k in keys]).tolist()))
+    return out
+
+
 class Callback:
     """Hooks into the loop for monitors and diagnostics (they never change the training).
 
@@ -82,7 +91,9 @@ class Callback:
 
     def on_fit_start(self, trainer: "Trainer") -> None: ...
     def after_backward(self, trainer: "Trainer", specs: list) -> None: ...
-    def on_step_end(self, trainer: "Trainer", logs: dict[str, float]) -> None: ...
+    # between log steps the losses in ``logs`` are 0-dim device tensors (reading one stalls a
+    # GPU); at log steps they are floats
+    def on_step_end(self, trainer: "Trainer", logs: dict[str, Any]) -> None: ...
     def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None: ...
     def on_fit_end(self, trainer: "Trainer") -> None: ...
 
@@ -338,11 +349,11 @@ class Trainer:
         return f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint yet"
 
     def _step(self, images: torch.Tensor, epoch_f: float,
-              labels: torch.Tensor | None = None) -> dict[str, float]:
+              labels: torch.Tensor | None = None, read_logs: bool = True) -> dict[str, Any]:
         """:meth:`train_step`, turning a failed collective into a message that says what
         happened (gloo/NCCL only report a reset connection or a timeout)."""
         try:
-            return self.train_step(images, epoch_f, labels)
+            return self.train_step(images, epoch_f, labels, read_logs=read_logs)
         except RuntimeError as err:
             if not (is_dist() and _raised_in_collective(err)):
                 raise
@@ -385,9 +396,25 @@ class Trainer:
         return {"loss": float("nan"), "lr": lr, "num_subnets": len(specs),
                 "skipped_nonfinite": self.state.skipped_nonfinite}
 
+    def _first_problem(self, checks: list[tuple[torch.Tensor, str, str]]) -> str | None:
+        """None if every checked term is finite, else the first non-finite one in words.
+
+        The one device-to-host read of a step (the flag decides whether the optimizer may
+        step, as GradScaler's found-inf flag does); the terms are only looked at one by one
+        when something is wrong."""
+        if not checks:
+            return None
+        if bool(torch.stack([torch.isfinite(v).all() for v, _, _ in checks]).all()):
+            return None
+        return next(p for p in (self._nonfinite(v, label, term) for v, label, term in checks) if p)
+
     def train_step(self, images: torch.Tensor, epoch_f: float,
-                   labels: torch.Tensor | None = None) -> dict[str, float]:
-        """One iteration; ``labels`` reach only a method that ``needs_labels`` (supervised)."""
+                   labels: torch.Tensor | None = None, read_logs: bool = True) -> dict[str, Any]:
+        """One iteration; ``labels`` reach only a method that ``needs_labels`` (supervised).
+
+        Returns the step's log values. With ``read_logs=False`` the losses stay 0-dim device
+        tensors (no device-to-host read: the loop reads them only at log steps, all at once,
+        :func:`read_scalars`); otherwise they are Python floats."""
         cfg, method, recipe = self.cfg, self.method, self.recipe
         lr = self.lr_at(self.state.global_step)
         set_lr(self.optimizer, lr)
@@ -413,18 +440,18 @@ class Trainer:
             order.insert(0, order.pop(teacher_at))
         teacher: SubnetOutput | None = None
         total = None
-        problem: str | None = None
+        checks: list[tuple[torch.Tensor, str, str]] = []  # read once, before stepping
         logs: dict[str, torch.Tensor] = {}
         for i in order:
             spec = specs[i]
             with self._autocast():
                 out = method.subnet_forward(views, spec, target)
                 term = recipe.subnet_loss(i, specs, out, teacher)
-            problem = (problem or self._nonfinite(out.loss, spec.label, f"{cfg.method.name} loss")
-                       or self._nonfinite(term, spec.label,
-                                          f"weighted loss term of recipe {recipe.name}"))
+            checks += [(out.loss.detach(), spec.label, f"{cfg.method.name} loss"),
+                       (term.detach(), spec.label, f"weighted loss term of recipe {recipe.name}")]
             logs[f"loss/{spec.label}"] = out.loss.detach()
-            logs[f"std/{spec.label}"] = out.embedding.detach().float().std(0).mean()
+            if read_logs:  # the collapse monitor, only when it is logged
+                logs[f"std/{spec.label}"] = out.embedding.detach().float().std(0).mean()
             if i == teacher_at:
                 teacher = out.detach()
             if per_subnet:
@@ -434,12 +461,12 @@ class Trainer:
                 if reg is not None:
                     term = term + reg
                     logs["loss/reg"] = reg.detach() + logs.get("loss/reg", 0.0)
-                    problem = problem or self._nonfinite(reg, spec.label, "weight regularization")
+                    checks.append((reg.detach(), spec.label, "weight regularization"))
                 self.scaler.scale(term).backward()
                 total = term.detach() if total is None else total + term.detach()
-                if not self._optimizer_step([spec], problem):
+                if not self._optimizer_step([spec], self._first_problem(checks)):
                     return self._skipped_step(lr, specs)
-                problem = None
+                checks = []
             elif accumulate:
                 self.scaler.scale(term).backward()
                 total = term.detach() if total is None else total + term.detach()
@@ -451,12 +478,12 @@ class Trainer:
             if reg is not None:
                 total = total + reg
                 logs["loss/reg"] = reg.detach()
-                problem = problem or self._nonfinite(reg, "(all)", "weight regularization")
+                checks.append((reg.detach(), "(all)", "weight regularization"))
             if not accumulate:
                 self.scaler.scale(total).backward()
             elif reg is not None:
                 self.scaler.scale(reg).backward()
-            if not self._optimizer_step(specs, problem):
+            if not self._optimizer_step(specs, self._first_problem(checks)):
                 return self._skipped_step(lr, specs)
         m = momentum_schedule(self.state.global_step, self.total_steps, cfg.method.momentum,
                               cfg.method.momentum_schedule)
@@ -464,7 +491,7 @@ class Trainer:
             ema_update_(target_part, online_part, m, copy_buffers=not method.momentum_bn)
         method.end_iteration(target)
         logs["loss"] = total.detach()
-        out_logs = {k: float(v) for k, v in logs.items()}
+        out_logs: dict[str, Any] = read_scalars(logs) if read_logs else dict(logs)
         out_logs.update(lr=lr, momentum=m, num_subnets=len(specs),
                         skipped_nonfinite=self.state.skipped_nonfinite)
         return out_logs
@@ -483,30 +510,37 @@ class Trainer:
         progress = Progress(self.total_steps, desc=desc, initial=st.global_step,
                             print_every=cfg.train.log_every, mode=self.progress_mode)
         batch = cfg.data.batch_size * self.dist.world_size
-        epoch_losses: list[float] = []
+        epoch_loss, epoch_steps = None, 0  # summed on the device, read once per epoch
         while st.epoch < cfg.train.epochs:
             # resumed mid-epoch: the loader starts at the first untrained batch (the order is a
             # function of seed and epoch alone), without reading the trained ones
             self.loader.set_epoch(st.epoch, start_batch=st.step_in_epoch)
             t0 = time.perf_counter()
             for i, (images, labels) in enumerate(self.loader, start=st.step_in_epoch):
-                logs = self._step(images, st.epoch + i / self.steps_per_epoch, labels)
+                log_now = (st.global_step + 1) % cfg.train.log_every == 0 or st.global_step == 0
+                logs = self._step(images, st.epoch + i / self.steps_per_epoch, labels,
+                                  read_logs=log_now)
                 st.global_step += 1
                 st.step_in_epoch = i + 1
-                if math.isfinite(logs["loss"]):  # a skipped non-finite step has no loss
-                    epoch_losses.append(logs["loss"])
+                loss = logs["loss"]
+                if torch.is_tensor(loss) or math.isfinite(loss):  # a skipped step has no loss
+                    epoch_loss = loss if epoch_loss is None else epoch_loss + loss
+                    epoch_steps += 1
                 for cb in self.callbacks:
                     cb.on_step_end(self, logs)
-                progress.update(1, images=batch, loss=f"{logs['loss']:.3f}", lr=f"{logs['lr']:.3g}")
-                if st.global_step % cfg.train.log_every == 0 or st.global_step == 1:
+                if log_now:
+                    progress.update(1, images=batch, loss=f"{logs['loss']:.3f}",
+                                    lr=f"{logs['lr']:.3g}")
                     self.logger.log(logs, st.global_step, st.epoch + (i + 1) / self.steps_per_epoch)
+                else:
+                    progress.update(1, images=batch)
                 if cfg.train.ckpt_every_steps and st.global_step % cfg.train.ckpt_every_steps == 0:
                     self.save()
             st.epoch += 1
             st.step_in_epoch = 0
-            summary = {"loss": sum(epoch_losses) / max(len(epoch_losses), 1),
+            summary = {"loss": float(epoch_loss) / epoch_steps if epoch_steps else 0.0,
                        "epoch_time_s": time.perf_counter() - t0}
-            epoch_losses = []
+            epoch_loss, epoch_steps = None, 0
             self.logger.log(summary, st.global_step, st.epoch, kind="epoch")
             st.history.append({"epoch": st.epoch, **summary})
             average_running_stats_(self.method)  # monitors evaluate every rank's statistics

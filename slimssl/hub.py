@@ -31,13 +31,14 @@ from torch import nn
 
 from slimssl.nn.spec import WIDTH_TOL, SubnetSpec
 
-__all__ = ["CONFIG_FILE", "FORMAT", "load", "model_card", "push", "read_config", "write_family"]
+__all__ = ["CONFIG_FILE", "FORMAT", "load", "model_card", "push", "read_config", "require_hub",
+           "write_family"]
 
 FORMAT, FORMAT_VERSION = "slimssl-family", 1
 CONFIG_FILE, CARD_FILE = "config.json", "README.md"
 
 
-def _require_hub() -> Any:
+def require_hub() -> Any:
     if importlib.util.find_spec("huggingface_hub") is None:
         raise ValueError("pushing to or pulling from the Hugging Face Hub needs huggingface_hub: "
                          "pip install 'slimssl[hub]' (a local folder loads without it)")
@@ -245,7 +246,7 @@ def _fetch(path_or_repo: str | Path, filename: str, revision: str | None) -> Pat
     if repo.count("/") != 1 or repo.startswith((".", "/", "~")):
         raise FileNotFoundError(f"{repo!r} is neither a folder nor a Hub repository id "
                                 "(user/name)")
-    hub = _require_hub()
+    hub = require_hub()
     return Path(hub.hf_hub_download(repo, filename, revision=revision))
 
 
@@ -292,7 +293,7 @@ def push(directory: str | Path, repo_id: str, private: bool = False, token: str 
          commit_message: str = "slimssl family") -> str:
     """Upload a family folder to the Hub (creating the repository if needed); returns its URL."""
     read_config(directory)  # refuse a folder that is not a family before touching the network
-    hub = _require_hub()
+    hub = require_hub()
     api = hub.HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     api.upload_folder(folder_path=str(directory), repo_id=repo_id, commit_message=commit_message)

@@ -187,8 +187,11 @@ def test_load_by_repo_id_reads_the_hub_cache_offline(tmp_path, monkeypatch):
         slimssl.hub.load("someone/other", width=0.5)
 
 
-def test_hub_transfers_without_huggingface_hub_say_how_to_install(tmp_path, monkeypatch):
+def test_hub_transfers_without_huggingface_hub_say_how_to_install(tmp_path, monkeypatch,
+                                                                  capsys):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    assert main(["export", str(tmp_path / "no-run"), "--format", "hub", "--push", "a/b"]) == 2
+    assert "pip install 'slimssl[hub]'" in capsys.readouterr().err  # before the run is read
     with pytest.raises(ValueError, match=r"pip install 'slimssl\[hub\]'"):
         slimssl.hub.load("someone/family", width=0.5)
     with pytest.raises(FileNotFoundError, match="neither a folder nor a Hub repository"):

@@ -49,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     formats = parse_formats(",".join(n for n in names if n != "hub")) if names != ["hub"] else []
     if args.push and not hub:
         raise ValueError("--push uploads a family folder: add hub to --format")
+    if args.push:
+        from slimssl.hub import require_hub
+
+        require_hub()  # before any work
     run_ = open_run(args.run, args.data)
     cfg, backbone = run_.cfg, run_.backbone
     specs = member_specs(backbone, args.widths, args.depths)

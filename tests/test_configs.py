@@ -41,7 +41,8 @@ def test_config_builds(path):
     recipe = build_recipe(cfg, backbone)
     specs = recipe.sample(float(cfg.train.epochs))  # after any warm-up: the whole family trains
     assert specs[0].width == max(s.width for s in specs)
-    key = (cfg.model.arch, cfg.model.stem, cfg.model.base_width)
+    base = cfg.model.base_width  # None or 64: torchvision's stem width (the ResNet default)
+    key = (cfg.model.arch, cfg.model.stem, None if base in (None, 64) else base)
     assert key in FULL_MEMBER_PARAMS, f"{path.name}: add the hand count of {key} to the table"
     full = extract_subnet(backbone, backbone.full_spec)
     assert sum(p.numel() for p in full.parameters()) == FULL_MEMBER_PARAMS[key]

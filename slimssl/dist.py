@@ -36,10 +36,8 @@ __all__ = [
     "barrier",
     "all_gather_tensor",
     "concat_all_gather",
-    "all_reduce_mean_",
     "all_reduce_mean_tensors_",
     "all_reduce_sum_",
-    "broadcast_object",
 ]
 
 
@@ -163,15 +161,6 @@ def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def all_reduce_mean_(x: torch.Tensor) -> torch.Tensor:
-    """In-place mean over ranks (e.g. a loss for logging, BN recalibration statistics)."""
-    if is_dist() and get_world_size() > 1:
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
-        x.div_(get_world_size())
-    return x
-
-
-@torch.no_grad()
 def all_reduce_mean_tensors_(tensors: list[torch.Tensor]) -> None:
     """In place, the mean over ranks of every tensor in ``tensors`` (views included), with one
     all-reduce per dtype of their flattened concatenation (gradients, BN statistics). Single
@@ -197,12 +186,3 @@ def all_reduce_sum_(x: torch.Tensor) -> torch.Tensor:
     if is_dist() and get_world_size() > 1:
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Send a picklable object from ``src`` to all ranks (e.g. the run dir chosen on rank 0)."""
-    if not is_dist() or get_world_size() == 1:
-        return obj
-    box = [obj if get_rank() == src else None]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]

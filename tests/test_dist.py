@@ -19,8 +19,8 @@ def test_single_process_noops(monkeypatch):
     assert D.all_gather_tensor(x) is x
     assert torch.equal(D.concat_all_gather(x), x)
     y = torch.tensor([2.0])
-    assert D.all_reduce_mean_(y) is y and y.item() == 2.0
-    assert D.broadcast_object({"a": 1}) == {"a": 1}
+    D.all_reduce_mean_tensors_([y])
+    assert y.item() == 2.0
     D.barrier()
 
 
@@ -47,12 +47,13 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
 
         k = D.concat_all_gather(torch.tensor([[rank * 10.0]]))
         assert k.tolist() == [[0.0], [10.0]] and not k.requires_grad
-        m = D.all_reduce_mean_(torch.tensor([float(rank)]))
-        assert m.item() == 0.5
+        # two dtypes, a view: ranks hold 0 and 1 (float) and 2 and 4 (double) -> means 0.5, 3
+        base = torch.tensor([float(rank), 0.0])
+        m, d = base[:1], torch.tensor([2.0 * (rank + 1)], dtype=torch.float64)
+        D.all_reduce_mean_tensors_([m, d])
+        assert base[0].item() == 0.5 and d.item() == 3.0
         s = D.all_reduce_sum_(torch.tensor([rank + 1]))
         assert s.item() == 3
-        obj = D.broadcast_object({"run": "abc"} if rank == 0 else None)
-        assert obj == {"run": "abc"}
         open(os.path.join(out_dir, f"ok{rank}"), "w").close()
     finally:
         D.cleanup_distributed()

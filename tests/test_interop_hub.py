@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import builtins
 import importlib.machinery
+import importlib.util
 import json
 import re
 import sys
@@ -57,7 +58,8 @@ def _member_output(backbone, width, x):
         return backbone(x)
 
 
-def test_cli_hub_folder_loads_every_member(run_dir, run_backbone, tmp_path, capsys):
+def test_cli_hub_folder_loads_every_member(run_dir, run_backbone, tmp_path, monkeypatch,
+                                           capsys):
     folder = tmp_path / "hub"
     assert main(["export", str(run_dir), "--format", "hub", "--out", str(folder)]) == 0
     assert "w0.50: hub max|diff| 0.0e+00" in capsys.readouterr().out
@@ -84,6 +86,13 @@ def test_cli_hub_folder_loads_every_member(run_dir, run_backbone, tmp_path, caps
         assert row in card
     assert config["members"][0]["timm"]["kwargs"]["layers"] == [2, 2, 2, 2]
     assert config["members"][1]["timm"] is None  # 32-channel stem: not a timm ResNet
+    if importlib.util.find_spec("timm") is not None:  # the card's timm line, as pasted
+        monkeypatch.chdir(folder)
+        namespace = {}
+        exec(next(b for b in _code_blocks(card) if "import timm" in b), namespace)  # noqa: S102
+        with torch.no_grad():
+            built = namespace["model"].eval()
+            assert (built(x) - _member_output(run_backbone, 1.0, x)).abs().max() <= 1e-5
     with pytest.raises(ValueError, match="no member with width 0.3; this family has w1.00, "
                                          "w0.50"):
         slimssl.hub.load(folder, width=0.3)

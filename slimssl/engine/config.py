@@ -162,13 +162,15 @@ class MethodConfig:
     distill_head: bool = True
     # simclr_momentum's distillation loss
     distill_loss: str = choice("cosine", "cosine", "infonce")
-    # simclr_momentum: US3L intermediate-feature distillation of every sub-network from the
-    # momentum teacher (methods/feature_distill.py): weight (0 = off; authors' R-50: 1), the
-    # backbone modules distilled (stages 2-4; authors' R-50: layer2.3.bn2, layer3.5.bn2,
-    # layer4.2.bn2) and how a narrower student meets the teacher's channels
+    # simclr_momentum: weight of US3L's intermediate-feature distillation of every sub-network
+    # from the momentum teacher (methods/feature_distill.py); 0 = off, authors' R-50: 1
     feature_distill_weight: float = 0.0
+    # backbone modules whose outputs are distilled: stages 2-4 by default; the authors' R-50
+    # points are layer2.3.bn2, layer3.5.bn2, layer4.2.bn2
     feature_distill_layers: list[str] = field(default_factory=lambda: ["layer2", "layer3",
                                                                        "layer4"])
+    # how a narrower student meets the teacher's channels: projection (learned 1x1, authors')
+    # or leading (the teacher's leading channels)
     feature_distill_align: str = choice("projection", "projection", "leading")
     # supervised (slimmable fine-tuning on labels, DSPNet appendix 0.B)
     num_classes: Optional[int] = None

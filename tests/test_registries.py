@@ -97,3 +97,13 @@ def test_backbone_defaults_are_written_back():
     uni = _cfg(model={"norm": "universal", "widths": [1.0, 0.25]})
     build_backbone(uni)
     assert uni.model.width_range == [0.25, 1.0]
+
+
+def test_a_registered_method_is_a_valid_config_name():
+    with pytest.raises(ConfigError, match="method.name.*not one of"):
+        Config.from_dict({"method": {"name": "my_method"}})
+    METHODS.register("my_method")(MoCoV2)  # a user's own method: no list to edit anywhere
+    try:
+        assert Config.from_dict({"method": {"name": "my_method"}}).method.name == "my_method"
+    finally:
+        METHODS._entries.pop("my_method")

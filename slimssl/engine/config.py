@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Optional, Union
 
 import yaml
@@ -66,6 +68,32 @@ def choice(default: Optional[str], *choices: str) -> Any:
     or the type hint is Optional)."""
     allowed = tuple(choices) if default is None or default in choices else (default, *choices)
     return field(default=default, metadata={"choices": allowed})
+
+
+class _RegisteredNames(Sequence):
+    """The names in a registry, read when asked (so a user's own registered method or recipe is
+    a valid config value, and reading a config file imports no model code until validation)."""
+
+    def __init__(self, module: str, attr: str) -> None:
+        self.module, self.attr = module, attr
+
+    def _names(self) -> list[str]:
+        return getattr(importlib.import_module(self.module), self.attr).names()
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+
+def registered(default: str, module: str, attr: str) -> Any:
+    """A dataclass field naming an entry of the :class:`slimssl.registry.Registry` ``attr`` of
+    ``module``: its allowed values are the registered names (one list, the registry's)."""
+    return field(default=default, metadata={"choices": _RegisteredNames(module, attr)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,9 +160,9 @@ class ModelConfig:
 class MethodConfig:
     """SSL framework and its heads."""
 
-    # SSL framework (one file each in slimssl/methods/)
-    name: str = choice("mocov2", "mocov2", "mocov3", "byol", "simsiam", "simclr",
-                       "simclr_momentum", "supervised")
+    # SSL framework (one file each in slimssl/methods/; any name registered with
+    # slimssl.methods.register_method)
+    name: str = registered("mocov2", "slimssl.methods.registry", "METHODS")
     # projector hidden size at full width; None: the method's default (MoCo v2: the backbone's
     # feature size)
     proj_hidden: Optional[int] = None
@@ -181,12 +209,12 @@ class MethodConfig:
 class RecipeConfig:
     """How sub-networks are trained together (``slimssl.recipes``)."""
 
-    # how the sub-networks train together (slimssl/recipes/)
-    name: str = choice("slimclr", "slimclr", "dspnet", "us3l", "usnet", "snet", "individual",
-                       "supervised")
+    # how the sub-networks train together (slimssl/recipes/; any name registered with
+    # slimssl.recipes.register_recipe)
+    name: str = registered("slimclr", "slimssl.recipes.registry", "RECIPES")
     slow_start_epochs: Optional[float] = None  # None = half the epochs (SlimCLR)
     # slimclr online distillation of the full network's contrastive logits into each
-    # sub-network: ce (SlimCLR), mse / kl_emb on embeddings, none
+    # sub-network: ce (SlimCLR), mse / kl_emb on embeddings, atkd / dkd (Table 3c), none
     distill: str = choice("ce", "ce", "mse", "kl_emb", "atkd", "dkd", "none")
     # temperature of the distillation targets (SlimCLR tau_2); None = the method's: 5.0 for
     # mocov2, 1.0 for mocov3 and the rest (SlimCLR Sec. 4.1); atkd / dkd: their own 4.0 / 1.0

@@ -79,6 +79,11 @@ def test_streamed_batches_equal_the_decoded_images(folder):
     assert [x.shape[0] for x, _ in got] == [2, 2, 1]
     assert torch.equal(torch.cat([x for x, _ in got]), memory.images[idx])
     assert torch.equal(torch.cat([y for _, y in got]), memory.labels[idx])
+    # two workers, no batch across position 6 (a shard end), at most 16 images alive
+    got = list(ordered_batches(stream, torch.arange(10), 4, num_workers=2, max_images_held=16,
+                               breaks=[6]))
+    assert [x.shape[0] for x, _ in got] == [4, 2, 4]
+    assert torch.equal(torch.cat([x for x, _ in got]), memory.images[:10])
     # mean/std from the (whole, since it is small) seeded sample: the in-memory values
     assert np.allclose(stream.mean, memory.mean, atol=1e-6)
     assert np.allclose(stream.std, memory.std, atol=1e-6)

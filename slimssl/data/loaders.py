@@ -9,7 +9,7 @@ the batch is then augmented on the target device by :mod:`slimssl.data.views`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -219,14 +219,15 @@ def prefetch_for_cap(batch_size: int, num_workers: int, max_images_held: int | N
 
 def _bounded_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int,
                     max_images_held: int | None, device: torch.device | None,
-                    sampler=None, drop_last: bool = False) -> torch.utils.data.DataLoader:
+                    sampler=None, drop_last: bool = False,
+                    batch_sampler=None) -> torch.utils.data.DataLoader:
     prefetch = prefetch_for_cap(batch_size, num_workers, max_images_held)
+    batching = ({"batch_sampler": batch_sampler} if batch_sampler is not None else
+                {"batch_size": batch_size, "sampler": sampler, "shuffle": False,
+                 "drop_last": drop_last})
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        shuffle=False,
-        drop_last=drop_last,
+        **batching,
         num_workers=num_workers,
         prefetch_factor=prefetch if num_workers > 0 else None,
         pin_memory=device is not None and device.type == "cuda",
@@ -243,25 +244,30 @@ def ordered_batches(
     batch_size: int,
     num_workers: int = 4,
     max_images_held: int | None = None,
+    breaks: Sequence[int] = (),
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(uint8 images, labels)`` of ``dataset[indices]`` (default: all) in that order, batch by
-    batch, for feature extraction and BN recalibration. In-memory datasets are sliced; folders
-    are decoded by ``num_workers`` workers with at most ``max_images_held`` decoded images
-    alive (:func:`prefetch_for_cap`). Labels are ``-1`` for unlabeled data."""
+    batch, for feature extraction and BN recalibration; no batch straddles a position in
+    ``breaks`` (e.g. the ends of feature shards), and one set of workers serves them all.
+    In-memory datasets are sliced; folders are decoded by ``num_workers`` workers with at most
+    ``max_images_held`` decoded images alive (:func:`prefetch_for_cap`). Labels are ``-1`` for
+    unlabeled data."""
     idx = torch.arange(len(dataset)) if indices is None else torch.as_tensor(indices).long()
+    edges = sorted({0, idx.numel(), *(b for b in breaks if 0 < b < idx.numel())})
+    batches = [idx[i:min(i + batch_size, hi)] for lo, hi in zip(edges, edges[1:])
+               for i in range(lo, hi, batch_size)]
     if isinstance(dataset, ImageTensorDataset):
         labels = dataset.labels if dataset.labels is not None else torch.full((len(dataset),), -1)
-        for start in range(0, idx.numel(), batch_size):
-            sel = idx[start:start + batch_size]
+        for sel in batches:
             yield dataset.images[sel], labels[sel]
         return
     if not isinstance(dataset, StreamingImageFolder):
         raise DataError(f"ordered_batches needs an ImageTensorDataset or StreamingImageFolder, got "
                         f"{type(dataset).__name__}")
-    if idx.numel() == 0:
+    if not batches:
         return
-    subset = torch.utils.data.Subset(dataset, idx.tolist())
-    workers = min(num_workers, max(0, -(-idx.numel() // batch_size) - 1))  # no idle workers
-    loader = _bounded_loader(subset, batch_size, workers, max_images_held, None)
+    workers = min(num_workers, len(batches) - 1)  # no idle workers
+    loader = _bounded_loader(dataset, batch_size, workers, max_images_held, None,
+                             batch_sampler=[b.tolist() for b in batches])
     for x, y in loader:
         yield x, y

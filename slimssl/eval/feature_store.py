@@ -27,6 +27,7 @@ must be on a filesystem all ranks share (as it is for checkpoints on one node).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -253,38 +254,49 @@ class FeatureStore:
                         todo: list[int], folders: dict, metas: dict, transform, batch_size: int,
                         num_workers: int, max_images_held: int | None, device: torch.device,
                         log: Log | None) -> None:
+        """One pass over the images of the shards ``todo`` (one set of DataLoader workers, no
+        batch across two shards); each shard is written as soon as its images are embedded."""
         n, start_time, done = len(dataset), time.perf_counter(), 0
-        total = sum(min(self.shard_size, n - s * self.shard_size) for s in todo)
-        for s in todo:
-            lo, hi = s * self.shard_size, min(n, (s + 1) * self.shard_size)
-            parts: dict[Hashable, list[torch.Tensor]] = {spec: [] for spec in specs}
-            labels = []
-            for x, y in ordered_batches(dataset, torch.arange(lo, hi), batch_size, num_workers,
-                                        max_images_held):
-                with torch.no_grad():
-                    out = family(transform(x.to(device, non_blocking=True)))
-                for spec in specs:
-                    parts[spec].append(out[spec].float().cpu())
-                labels.append(torch.as_tensor(y, dtype=torch.long))
-                done += int(x.shape[0])
-            y_all = torch.cat(labels)
+        ranges = [(s * self.shard_size, min(n, (s + 1) * self.shard_size)) for s in todo]
+        index = torch.cat([torch.arange(lo, hi) for lo, hi in ranges])
+        ends = list(itertools.accumulate(hi - lo for lo, hi in ranges))
+        batches = ordered_batches(dataset, index, batch_size, num_workers, max_images_held,
+                                  breaks=ends)
+        total, shard = int(index.numel()), 0
+        parts: dict[Hashable, list[torch.Tensor]] = {spec: [] for spec in specs}
+        labels: list[torch.Tensor] = []
+        for x, y in batches:
+            with torch.no_grad():
+                out = family(transform(x.to(device, non_blocking=True)))
             for spec in specs:
-                md = {"member": json.dumps(metas[spec]["member"]), "weights": self.weights,
-                      "settings": json.dumps(self.settings, sort_keys=True),
-                      "data": metas[spec]["data"], "split": split, "shard": str(s),
-                      "start": str(lo)}
-                path = folders[spec] / _shard_name(s)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                save_file({"features": torch.cat(parts[spec]).contiguous(), "labels": y_all,
-                           "index": torch.arange(lo, hi)}, str(tmp), metadata=md)
-                tmp.replace(path)
+                parts[spec].append(out[spec].float().cpu())
+            labels.append(torch.as_tensor(y, dtype=torch.long))
+            done += int(x.shape[0])
+            if done < ends[shard]:
+                continue
+            self._write_shard(todo[shard], ranges[shard], parts, torch.cat(labels), specs,
+                              folders, metas, split)
+            parts, labels = {spec: [] for spec in specs}, []
+            shard += 1
             if log is not None:
                 elapsed = time.perf_counter() - start_time
                 rate = done / max(elapsed, 1e-9)
-                eta = (total - done) / max(rate, 1e-9)
-                log(f"features {split}: shard {s + 1}/{-(-n // self.shard_size)} "
-                    f"({done}/{total} images of this process, {rate:.0f} img/s, "
-                    f"ETA {eta:.0f} s)")
+                log(f"features {split}: shard {todo[shard - 1] + 1}/{-(-n // self.shard_size)} "
+                    f"({done}/{total} images of this process, {rate:.0f} img/s, ETA "
+                    f"{(total - done) / max(rate, 1e-9):.0f} s)")
+
+    def _write_shard(self, s: int, bounds: tuple[int, int], parts: dict, labels: torch.Tensor,
+                     specs: list, folders: dict, metas: dict, split: str) -> None:
+        lo, hi = bounds
+        for spec in specs:
+            md = {"member": json.dumps(metas[spec]["member"]), "weights": self.weights,
+                  "settings": json.dumps(self.settings, sort_keys=True),
+                  "data": metas[spec]["data"], "split": split, "shard": str(s), "start": str(lo)}
+            path = folders[spec] / _shard_name(s)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            save_file({"features": torch.cat(parts[spec]).contiguous(), "labels": labels,
+                       "index": torch.arange(lo, hi)}, str(tmp), metadata=md)
+            tmp.replace(path)
 
     def _open(self, folder: Path, num_shards: int) -> ShardedFeatures:
         paths = [folder / _shard_name(s) for s in range(num_shards)]

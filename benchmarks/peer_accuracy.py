@@ -48,6 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import CIFAR_DIR, RESULTS_DIR, loadavg, machine_info  # noqa: E402
 
+from slimssl.schedule import cosine_lr  # noqa: E402
+
 PER_CLASS = 1000
 OUT = RESULTS_DIR / "peer_accuracy"
 SUBSET = Path(os.environ.get("SLIMSSL_PEER_DATA", "/tmp/slimssl-peer-cifar10k"))
@@ -208,12 +210,12 @@ class _Pairs(torch.utils.data.Dataset):
 
 
 def lr_at(step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up then half-cosine to 0 (per step), the schedule both sides use."""
+    """Linear warm-up then half-cosine to 0 (per step): slimssl's own schedule function
+    (:func:`slimssl.schedule.cosine_lr`, warm-up ``step / warmup``), so both sides follow the
+    same rates step for step."""
     p = PROTOCOL
     warm, total = p["warmup_epochs"] * steps_per_epoch, p["epochs"] * steps_per_epoch
-    if step < warm:
-        return p["lr"] * (step + 1) / warm
-    return p["lr"] * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    return cosine_lr(step, total, p["lr"], warm)
 
 
 def run_lightly(seed: int, data: dict) -> dict:

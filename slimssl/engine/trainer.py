@@ -1,4 +1,4 @@
-"""The one training loop every recipe runs through (DESIGN.md sec. 1, 4, 7).
+"""The one training loop every recipe runs through (docs/design.md sec. 1, 4, 7).
 
 Per iteration: two augmented views of a uint8 batch (augmented on the training device), the
 full-width target once, then each sub-network the recipe samples (the member the recipe names as
@@ -52,6 +52,7 @@ from slimssl.engine.checkpoint import (CheckpointError, capture_rng_state,
 from slimssl.engine.config import Config, ConfigError, config_to_dict, save_config
 from slimssl.engine.ema import ema_update_
 from slimssl.engine.logging import MetricsLogger
+from slimssl.engine.amp import autocast_dtype
 from slimssl.engine.optim import build_optimizer
 from slimssl.engine.progress import Progress
 from slimssl.engine.rundir import prepare_run_dir
@@ -247,9 +248,8 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         self.lr_at = build_lr_schedule(cfg.optim, global_batch, self.steps_per_epoch,
                                        cfg.train.epochs)
-        amp = cfg.train.amp if self.device.type == "cuda" else "none"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+        self.amp_dtype = autocast_dtype(cfg.train.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if cfg.train.compile:
             self.method.online.compile()  # in place: keeps .subnet() and state_dict keys
         self.state = TrainState()

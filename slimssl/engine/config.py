@@ -219,7 +219,6 @@ class RecipeConfig:
     # temperature of the distillation targets (SlimCLR tau_2); None = the method's: 5.0 for
     # mocov2, 1.0 for mocov3 and the rest (SlimCLR Sec. 4.1); atkd / dkd: their own 4.0 / 1.0
     # (the SlimCLR authors' code); the saved config shows the value
-    # temperature of the distillation targets (SlimCLR tau_2)
     distill_temperature: Optional[float] = None
     # per-width loss weights (SlimCLR Sec. 3.4, Table 3e; recipes/loss_weights.py)
     weights: str = choice("sum_others", "sum_others", "max_other", "proportional", "cumulative",
@@ -275,7 +274,8 @@ class TrainConfig:
 
     epochs: int = 16  # training epochs
     seed: int = 0  # seeds weights, data order, augmentations and width sampling
-    # mixed precision (GPU): bf16 or fp16 autocast; none: float32
+    # mixed precision: bf16 or fp16 autocast on a GPU; on a CPU bf16 only where it is native
+    # (AVX512-BF16 / AMX), else float32 with a warning; none: float32
     amp: str = choice("none", "none", "bf16", "fp16")
     channels_last: bool = False  # NHWC memory format (faster convolutions on GPUs)
     compile: bool = False  # torch.compile the online network

@@ -1,5 +1,8 @@
 """The three papers' CIFAR-10 claims side by side, at a scale a shared 2-core CPU can run.
 
+Superseded by ``slimssl reproduce`` (issue 17: seeds, verdicts with standard errors, presets);
+kept because BENCHMARKS.md's first claims record was made with it.
+
 Runs ``slimssl pretrain`` (training, then kNN top-1 per member, k = 200, T = 0.1, and the
 random-initialisation kNN of the same network) for:
 
@@ -33,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -77,18 +79,11 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
 
 
 def make_subset(src: Path, dst: Path, per_class: dict[str, int], seed: int = 0) -> Path:
-    """A class-balanced ImageFolder of symlinks: ``dst/{train,test}/<class>/<file>``."""
-    for split, n in per_class.items():
-        for cls_dir in sorted((src / split).iterdir()):
-            files = sorted(cls_dir.iterdir())
-            random.Random(f"{seed}-{split}-{cls_dir.name}").shuffle(files)
-            out = dst / split / cls_dir.name
-            out.mkdir(parents=True, exist_ok=True)
-            for f in files[:n]:
-                link = out / f.name
-                if not link.exists():
-                    link.symlink_to(f.resolve())
-    return dst
+    """A class-balanced ImageFolder of symlinks: ``dst/{train,test}/<class>/<file>``
+    (``slimssl reproduce``'s subset, the same images)."""
+    from slimssl.cli.reproduce import link_subset
+
+    return link_subset(src, dst, per_class["train"], per_class["test"], seed)
 
 
 def pretrain(name: str, data: Path, runs_dir: Path, scale: dict[str, int], threads: int

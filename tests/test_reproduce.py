@@ -117,9 +117,15 @@ def test_judge_and_markdown_on_hand_made_results(tmp_path):
     paths = C.write_report(tmp_path, judged, meta)
     md = paths["md"].read_text()
     assert "| w0.50 * | 62.5 | 58.9 | +3.6 (text: +3.5) | 46.0 ± 1.4 [28.0] | 40.5 ± 0.7 " \
-           "[28.0] | +18.0 / +12.5 | +5.5 ± 1.1 | agrees |" in md
+           "[28.0] | +18.0 / +12.5 | +5.5 ± 1.1 | agrees |\n" in md
+    assert "verdict (linear)" not in md  # no probe at this scale: no linear columns
     assert json.loads(paths["json"].read_text())["claims"]["slimclr-table1"]["verdict"] == \
         "inconclusive"
+    results[("slimclr_mocov2", 0)][2][C.LINEAR] = 50.0
+    results[("individual_mocov2_w0.50", 0)][0][C.LINEAR] = 45.0
+    md = C.markdown(C.judge(claims, results, seeds=2, queries=10_000), meta)
+    # one probe seed each: SE = binomial only, sqrt(0.5^2 + 0.4975^2) = 0.705
+    assert "| 50.0 | 45.0 | +5.0 ± 0.7 | agrees |" in md
     assert paths["png"].stat().st_size > 0
 
 

@@ -44,6 +44,7 @@ from safetensors.torch import save_file
 
 from slimssl.data import ImageTensorDataset, StreamingImageFolder, ordered_batches
 from slimssl.dist import barrier, get_rank, get_world_size
+from slimssl.fileio import atomic_write_text
 
 __all__ = ["SHARD_SIZE", "FeatureCacheError", "state_fingerprint", "data_fingerprint",
            "ShardedFeatures", "FeatureStore"]
@@ -239,7 +240,7 @@ class FeatureStore:
         if self.rank == 0:
             for spec in specs:
                 folders[spec].mkdir(parents=True, exist_ok=True)
-                _atomic_write_text(folders[spec] / "meta.json", json.dumps(metas[spec], indent=1))
+                atomic_write_text(folders[spec] / "meta.json", json.dumps(metas[spec], indent=1))
         self._barrier()
         todo = [s for s in range(rank, num_shards, world)
                 if not all(self._valid(folders[spec] / _shard_name(s)) for spec in specs)]
@@ -314,9 +315,3 @@ class FeatureStore:
             counts.append(int(y.numel()))
             labels.append(y)
         return ShardedFeatures(paths, counts, int(dim), torch.cat(labels))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

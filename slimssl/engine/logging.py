@@ -27,6 +27,7 @@ removes records newer than the resumed step so the curves have no duplicates.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from slimssl.dist import is_main
+from slimssl.fileio import atomic_write_text
 
 __all__ = ["MetricsLogger", "read_metrics", "open_wandb"]
 
@@ -157,11 +159,7 @@ class MetricsLogger:
         self._records = kept
         assert self._jsonl is not None
         self._jsonl.close()
-        tmp = self._jsonl_path.with_name(self._jsonl_path.name + ".tmp")
-        with tmp.open("w") as f:
-            for r in kept:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, self._jsonl_path)
+        atomic_write_text(self._jsonl_path, "".join(json.dumps(r) + "\n" for r in kept))
         self._jsonl = self._jsonl_path.open("a")
         self._rewrite_csv()
 
@@ -196,13 +194,12 @@ class MetricsLogger:
         return bool(new)
 
     def _rewrite_csv(self) -> None:
-        tmp = self._csv_path.with_name(self._csv_path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self._columns)
-            w.writeheader()
-            for r in self._records:
-                w.writerow(r)
-        os.replace(tmp, self._csv_path)
+        table = io.StringIO(newline="")
+        w = csv.DictWriter(table, fieldnames=self._columns)
+        w.writeheader()
+        for r in self._records:
+            w.writerow(r)
+        atomic_write_text(self._csv_path, table.getvalue())
 
 
 def open_wandb(run_dir: Path, project: str, entity: Optional[str] = None,

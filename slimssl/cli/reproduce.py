@@ -3,11 +3,12 @@
 Every member of the claim matrix (``slimssl/eval/claims.py``: what runs, the papers' figures,
 the verdict rule) is an ordinary run directory ``OUT/runs/<label>-s<seed>-<hash>`` made by
 ``slimssl pretrain --resume auto`` (train, then kNN@200 per member and the random-init floor of
-the same network), then, where the scale asks for it, ``slimssl linear --mode fast`` (a
-switchable probe per member). A run whose ``results.json`` has every column is skipped; a run
-that was killed continues from its newest checkpoint, so a killed ``reproduce`` is continued by
-running the same command again. ``--jobs J`` trains J runs at once, each a subprocess with
-``--threads`` torch threads. Then ``OUT/claims.{md,json,png}``.
+the same network), then, where the scale asks for it, ``slimssl linear --mode fast --recipe
+dspnet --no-distill`` (a switchable probe per member, the same protocol for every arm). A run
+whose ``results.json`` has every column is skipped; a run that was killed continues from its
+newest checkpoint, so a killed ``reproduce`` is continued by running the same command again.
+``--jobs J`` trains J runs at once, each a subprocess with ``--threads`` torch threads. Then
+``OUT/claims.{md,json,png}``.
 
 Data: a class-balanced subset (``Scale.train_per_class`` / ``test_per_class``; the first images
 of each class after a fixed seeded shuffle, the same for every seed) is linked into
@@ -148,8 +149,11 @@ def run_one(spec: RunSpec, data: str, out: Path, scale: Scale, threads: int) -> 
             cmd += [a for s in spec.overrides for a in ("--set", s)]
             stages.append(("pretrain", cmd))
         if linear:
+            # one protocol for every arm (SlimCLR runs would otherwise distil their probes):
+            # DSPNet's BN + lr 0.2 cosine probe, the least sensitive to lr, no distillation
             stages.append(("linear", py + ["linear", str(run_dir), "--mode", "fast", "--probe",
-                                           "switchable", "--epochs", str(scale.linear_epochs)]))
+                                           "switchable", "--recipe", "dspnet", "--no-distill",
+                                           "--epochs", str(scale.linear_epochs)]))
         for stage, cmd in stages:
             t0 = time.perf_counter()
             rc = _run(cmd, log, threads)
@@ -190,9 +194,8 @@ def _machine(threads: int, jobs: int) -> str:
 
 
 def _stop_children(*_: Any) -> None:
-    with _LIVE_LOCK:
-        for proc in list(_LIVE):
-            proc.terminate()
+    """SIGTERM: stop the runs in flight (each resumes from its last checkpoint next time)."""
+    _stop_children_quietly()
     raise KeyboardInterrupt
 
 

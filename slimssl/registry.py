@@ -2,7 +2,7 @@
 
 Like timm's model registry: a module registers its entries with a decorator where they are
 defined, and a look-up of an unknown name lists the known ones (with the closest match). It sits
-at the bottom of the import direction (DESIGN.md sec. 1) beside :mod:`slimssl.dist` and
+at the bottom of the import direction (docs/design.md sec. 1) beside :mod:`slimssl.dist` and
 :mod:`slimssl.schedule`, so that ``models``, ``methods`` and ``recipes`` can each own one.
 """
 

@@ -1,6 +1,6 @@
 """Learning-rate and momentum schedules as pure functions of the step: the only copy.
 
-It sits beside :mod:`slimssl.dist` at the bottom of the import direction (DESIGN.md sec. 1), so
+It sits beside :mod:`slimssl.dist` at the bottom of the imports (docs/design.md sec. 1), so
 the pre-training engine, linear probes and fine-tuning (``eval``, which may not import
 ``engine``) and the benchmarks share one implementation. The engine's config-driven
 ``build_lr_schedule`` (:mod:`slimssl.engine.schedule`) is built on it.

@@ -1,5 +1,5 @@
-"""The import direction of DESIGN.md sec. 1 and the engine's boundaries: no import cycle in the
-package, the engine imports no eval/diagnostics/export/cli code, reads no recipe settings and
+"""The import direction of docs/design.md sec. 1 and the engine's boundaries: no import cycle in
+the package, the engine imports no eval/diagnostics/export/cli code, reads no recipe settings and
 prints nothing; the recipe, not the engine, decides which member is the online teacher."""
 
 import ast

@@ -65,7 +65,8 @@ def test_switchable_members_match_their_exports(arch: str) -> None:
         with torch.no_grad():
             assert _rel_diff(model(x, width), plain(x)) <= 1e-5
         assert plain.num_features == model.feature_dim(width)
-        # every exported conv is a multiple of 8 wide (DESIGN.md sec. 2), no slimmable layer left
+        # every exported conv is a multiple of 8 wide (docs/design.md sec. 2), no slimmable layer
+        # left
         for m in plain.modules():
             assert not isinstance(m, (SlimConv2d, SlimLinear, SlimBatchNorm2d))
             if isinstance(m, nn.Conv2d) and m.groups == 1 and m.in_channels != 3:

@@ -1,4 +1,5 @@
-"""Slimmable ops vs their exported twins and vs hand slicing (Yu et al. 2019; DESIGN.md sec. 2)."""
+"""Slimmable ops vs their exported twins and vs hand slicing (Yu et al. 2019; docs/design.md
+sec. 2)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``slimssl`` command line: one module per command, each with ``add_parser(subparsers)``.
 
-The CLI is the only layer that prints tables for people (DESIGN.md sec. 1); every command is a thin
+The CLI alone prints tables for people (docs/design.md sec. 1); every command is a thin
 layer over the library: a config (YAML + ``--set`` overrides) in, a run directory and a table out.
 Errors that users can fix (bad config key, missing data, bad checkpoint, bad width) are printed as
 one line naming the problem and the fix, with exit code 2; ``SLIMSSL_DEBUG=1`` shows the traceback.
@@ -46,7 +46,7 @@ class _Console(logging.Handler):
 
 def show_library_messages() -> None:
     """Show the ``slimssl`` logger's INFO messages (the training loop's start line, resume and
-    skipped-step notices) on stdout: the library logs, the CLI prints (DESIGN.md sec. 1)."""
+    skipped-step notices) on stdout: the library logs, the CLI prints (docs/design.md sec. 1)."""
     log = logging.getLogger("slimssl")
     if not any(isinstance(h, _Console) for h in log.handlers):
         handler = _Console()
@@ -58,19 +58,24 @@ def show_library_messages() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     show_library_messages()
-    from slimssl.data.errors import DataError
-    from slimssl.engine.checkpoint import CheckpointError
-    from slimssl.engine.config import ConfigError
-    from slimssl.engine.trainer import NonFiniteLossError
-
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError, CheckpointError, FileNotFoundError, PermissionError,
-            NotImplementedError, ValueError, NonFiniteLossError) as err:
-        if os.environ.get("SLIMSSL_DEBUG"):
+    except Exception as err:  # noqa: BLE001 - only the user errors below are caught
+        if not isinstance(err, _user_errors()) or os.environ.get("SLIMSSL_DEBUG"):
             raise
         print(f"slimssl {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user can fix (bad config key, missing data, bad checkpoint, non-finite loss).
+    The library's own classes are looked up only in modules already imported (one that raised
+    was imported), so handling an error imports nothing the command did not need."""
+    own = [("slimssl.engine.config", "ConfigError"), ("slimssl.data.errors", "DataError"),
+           ("slimssl.engine.checkpoint", "CheckpointError"),
+           ("slimssl.engine.trainer", "NonFiniteLossError")]
+    return (FileNotFoundError, PermissionError, NotImplementedError, ValueError,
+            *(getattr(sys.modules[m], name) for m, name in own if m in sys.modules))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The monitors a run gets from its config (``slimssl pretrain`` passes them to the Trainer).
 
 The cli layer builds them so that the engine, which runs them through its callback hooks,
-imports no evaluation or diagnostics code (DESIGN.md sec. 1)."""
+imports no evaluation or diagnostics code (docs/design.md sec. 1)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ decides when to measure and where the numbers go: ``metrics.jsonl``/CSV/TensorBo
 the kinds named in :mod:`slimssl.diagnostics.records`, gradient snapshots under
 ``<run_dir>/diagnostics/``. They live in the ``cli`` layer, which registers them with the
 Trainer (:func:`slimssl.cli.callbacks.build_callbacks`): the engine imports neither ``eval`` nor
-``diagnostics`` (DESIGN.md sec. 1).
+``diagnostics`` (docs/design.md sec. 1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Datasets, batched two-view augmentation and loaders (DESIGN.md section 1, ``data/``).
+"""Datasets, batched two-view augmentation and loaders (docs/design.md section 1, ``data/``).
 
 ``data`` knows no network. Typical use::
 

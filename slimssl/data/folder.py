@@ -1,6 +1,6 @@
 """Image folders: ``root/<class>/<image>`` (labelled) or any tree of images (unlabeled).
 
-Two representations (DESIGN.md section 1, ``data/``):
+Two representations (docs/design.md section 1, ``data/``):
 
 - :func:`dataset_from_index` decodes every file once into an
   :class:`~slimssl.data.tensor_dataset.ImageTensorDataset` (fast epochs, batched augmentation),

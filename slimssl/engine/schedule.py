@@ -2,7 +2,7 @@
 
 The schedule functions themselves (warm-up + cosine, EMA momentum, probe step decay, linear
 scaling, ``set_lr``) live in :mod:`slimssl.schedule`, below every layer, so that ``eval`` and the
-benchmarks use the same code without importing the engine (DESIGN.md sec. 1).
+benchmarks use the same code without importing the engine (docs/design.md sec. 1).
 """
 
 from __future__ import annotations

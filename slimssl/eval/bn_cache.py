@@ -1,6 +1,6 @@
 """Recalibrated BatchNorm statistics cached per member in the run directory.
 
-Recalibration (DESIGN.md sec. 2; US-Nets / Once-for-All) costs a forward pass over 2,000
+Recalibration (docs/design.md sec. 2; US-Nets / Once-for-All) costs a forward pass over 2,000
 training images per member, and a run evaluates and exports each member (and may be
 re-evaluated later at other widths), so the statistics are computed once and stored as
 ``<run>/bn_stats/<member slug>.safetensors`` (e.g. ``w0.30.safetensors``): one tensor per

@@ -1,7 +1,7 @@
 """Evaluate every member of a slimmable family with the same protocol, one row per member.
 
 Universal (US-Net style) models get their BN statistics recalibrated on training images before
-each member is evaluated (US3L; DESIGN.md sec. 2), and so do depth-elastic families (DSPNet):
+each member is evaluated (US3L; docs/design.md sec. 2), and so do depth-elastic families (DSPNet):
 members of one width but different depths share a switchable BN whose running statistics mix
 every sampled depth, so each member's own statistics are re-estimated (Once-for-All practice).
 Width-only switchable models use their own statistics. Recalibrated statistics are cached per

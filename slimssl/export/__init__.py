@@ -1,4 +1,5 @@
-"""Export family members as plain models; profile them; save/load/script them (DESIGN.md sec. 2).
+"""Export family members as plain models; profile them; save/load/script them
+(docs/design.md sec. 2).
 
 Importing this package registers every extractor and plain architecture.
 """

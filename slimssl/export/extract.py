@@ -2,7 +2,7 @@
 
 Each slimmable architecture registers an extractor (a function ``(model, spec) -> plain module``)
 and each plain architecture registers its class under a name, so an exported model can be rebuilt
-from its JSON architecture description without any slimmable code (DESIGN.md sec. 2).
+from its JSON architecture description without any slimmable code (docs/design.md sec. 2).
 A plain module carries ``arch_name: str`` and ``arch_config: dict`` (JSON-serialisable) and its
 class offers ``from_config(config) -> module``.
 """

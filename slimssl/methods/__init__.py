@@ -1,4 +1,4 @@
-"""SSL methods (DESIGN.md sec. 3), one file each; importing the package registers every method
+"""SSL methods (docs/design.md sec. 3), one file each; importing the package registers every method
 with :mod:`slimssl.methods.registry`."""
 
 from slimssl.methods import byol, mocov2, mocov3, simclr, simsiam, supervised  # noqa: F401

@@ -1,7 +1,7 @@
 """What every SSL method gives the recipes: a loss per sub-network against a full-width target.
 
-DESIGN.md sec. 3: the online branch runs at each sampled sub-network, the target branch (momentum
-encoder) always at full size and once per iteration. A method maps (online outputs of one
+docs/design.md sec. 3: the online branch runs at each sampled sub-network, the target
+(momentum encoder) always at full size and once per iteration. A method maps (online outputs of one
 sub-network, target outputs) to a loss, plus the raw similarities and embeddings that SlimCLR's
 online distillation needs. It knows no schedule, no loss weights and no sampling (those are
 recipes'), and no optimizer (the engine's, which also performs the EMA update of ``target``).

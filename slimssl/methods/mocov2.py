@@ -4,7 +4,7 @@ MoCo v2 (Chen et al. 2020, arXiv 2003.04297): query encoder + 2-layer MLP head (
 key encoder, a queue of K negatives, InfoNCE at temperature tau1. SlimCLR (Zhao et al., ICCV 2023,
 Sec. 3.1 and 4.1) runs the query branch at every width, keeps ONE full-width key encoder and ONE
 queue of full-width keys enqueued once per iteration; tau1 = 0.2, K = 65,536, dim 128, head
-2048w -> 2048w -> 128 for ResNet-50 (DESIGN.md sec. 3).
+2048w -> 2048w -> 128 for ResNet-50 (docs/design.md sec. 3).
 
 Shuffle-BN (MoCo, He et al. 2020, Sec. 3.3) keeps BatchNorm from leaking which key matches which
 query: keys are computed on a batch shuffled across ranks. In one process the same effect comes

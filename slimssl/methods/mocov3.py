@@ -4,7 +4,7 @@ MoCo v3 (Chen, Xie, He, ICCV 2021): projector (3 layers, BN, last BN without aff
 predictor (2 layers), in-batch negatives gathered across ranks, symmetric loss
 ``ctr(q1, k2) + ctr(q2, k1)`` with ``ctr = 2 tau CE(q k^T / tau)``; momentum 0.99 -> 1 by cosine
 (the engine's schedule). SlimCLR-MoCov3 (Sec. 4.1): tau1 = 1.0; projector 2048w -> 4096w -> 256
-and predictor 256 -> 4096w -> 256 (DESIGN.md sec. 3).
+and predictor 256 -> 4096w -> 256 (docs/design.md sec. 3).
 """
 
 from __future__ import annotations

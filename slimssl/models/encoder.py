@@ -1,8 +1,8 @@
 """Backbone + projector (+ predictor) switched together as one slimmable encoder.
 
 SSL methods run the online encoder at a sampled sub-network and the momentum target at full
-width (DESIGN.md sec. 3); wrapping the heads with the backbone lets one ``subnet(spec)`` switch
-every layer whose input or hidden size follows the width.
+width (docs/design.md sec. 3); wrapping the heads with the backbone lets one ``subnet(spec)``
+switch every layer whose input or hidden size follows the width.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Slimmable MobileNetV2 (Sandler et al. 2018) and MobileNetV3-Large/-Small (Howard et al. 2019).
 
 Every layer keeps its full-size weight and width ``w`` uses the leading ``channels_at(c, w, 8)``
-channels (DESIGN.md sec. 2: channel counts stay divisible by 8, the MobileNet rule), so one
+channels (docs/design.md sec. 2: channel counts stay divisible by 8, the MobileNet rule), so one
 pre-training run yields weight-sharing sub-networks at several widths.
 
 Width rule, per layer: a layer with ``c`` channels in the full network has ``channels_at(c, w, 8)``

@@ -1,4 +1,4 @@
-"""Slimmable ops and the sub-network spec (DESIGN.md sec. 2)."""
+"""Slimmable ops and the sub-network spec (docs/design.md sec. 2)."""
 
 from slimssl.nn.calibrate import average_running_stats_, recalibrate_bn
 from slimssl.nn.norm import NormMode, SlimBatchNorm1d, SlimBatchNorm2d, SlimLayerNorm, width_index

@@ -1,6 +1,6 @@
 """Stateless functions on logits shared by the training recipes and by evaluation.
 
-They live at the bottom of the import direction (DESIGN.md sec. 1) so that ``recipes`` (online
+They live at the bottom of the import direction (docs/design.md sec. 1) so that ``recipes`` (online
 distillation during pre-training) and ``eval`` (probe distillation), which may not import each
 other, use the same code.
 """

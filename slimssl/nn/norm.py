@@ -1,4 +1,4 @@
-"""Normalisation for slimmable networks, in the two modes of DESIGN.md sec. 2.
+"""Normalisation for slimmable networks, in the two modes of docs/design.md sec. 2.
 
 * ``switchable`` (S-Net, Yu et al. 2019; used by SlimCLR and DSPNet with a fixed list of widths):
   a private BatchNorm (affine + running statistics) per width in the list. Widths outside the

@@ -2,7 +2,7 @@
 
 Slimmable networks (Yu et al. 2019) and every paper slimssl implements (SlimCLR, DSPNet, US3L)
 share the leading channels between widths, so theta_0.25 is a subset of theta_0.5 and so on
-(DESIGN.md sec. 2). An op knows nothing of the architecture: it receives the active width from
+(docs/design.md sec. 2). An op knows nothing of the architecture: it receives the active width from
 :func:`slimssl.nn.switch.set_subnet` and derives its active in/out channels from it.
 """
 

@@ -17,7 +17,7 @@ def make_divisible(value: float, divisor: int = 1, min_value: int | None = None)
     """Round ``value`` to the nearest multiple of ``divisor`` (MobileNet rule).
 
     With ``divisor`` 1 this is plain rounding half up (ResNets: ResNet-50 at 0.25 has a
-    16-channel stem, DESIGN.md sec. 2). With ``divisor`` 8 it is the MobileNetV2/V3 rule that
+    16-channel stem, docs/design.md sec. 2). With ``divisor`` 8 it is the MobileNetV2/V3 rule that
     never rounds down by more than 10%.
     """
     if divisor <= 1:

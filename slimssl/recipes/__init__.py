@@ -1,4 +1,4 @@
-"""Slimmable training recipes (DESIGN.md sec. 4); importing the package registers every recipe
+"""Slimmable training recipes (docs/design.md sec. 4); importing the package registers every recipe
 with :mod:`slimssl.recipes.registry`."""
 
 from slimssl.recipes import dspnet, slimclr, supervised, us3l, usnet  # noqa: F401

@@ -190,7 +190,7 @@ def dynamic_min_width(
     unnecessary to introduce the training of sub-networks at the beginning" and "the training
     of sub-networks should be gradual": the sampling space grows as ``[1.0, 1.0] -> [0.75, 1.0]
     -> [0.5, 1.0] -> [0.25, 1.0]`` with the training epochs. The slides do not print stage
-    lengths; following DESIGN.md we use ``len(stages)`` equal stages by epoch: stage
+    lengths; following docs/design.md we use ``len(stages)`` equal stages by epoch: stage
     ``min(floor(epoch * len(stages) / total_epochs), len(stages) - 1)``.
 
     Example (100 epochs): epochs 0-24 -> 1.0, 25-49 -> 0.75, 50-74 -> 0.5, 75-99 -> 0.25.

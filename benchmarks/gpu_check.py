@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -227,7 +226,7 @@ def main() -> None:
     if not args.smoke and not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device; use --smoke for the CPU mode")
     if args.smoke:
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        torch.set_num_threads(1)  # robust on a shared CPU (spinning OpenMP teams under load)
     fast = [] if args.smoke else ["train.amp=bf16", "train.channels_last=true"]
     if args.compile:
         fast.append("train.compile=true")

@@ -31,6 +31,9 @@ if (( QUICK )); then
     echo "skipping bench_lightly_peer.py: pip install lightly"
   fi
   $PY benchmarks/claims_cifar10.py --scale quick --jobs 2
+  if [[ -d ../shared/data/cifar10-jpeg ]]; then
+    $PY benchmarks/eval_stream.py --images 200 --batch 64 --name eval_stream_quick
+  fi
 else
   $PY benchmarks/bench_augment.py
   $PY benchmarks/bench_step_cost.py --batch 32 --repeats 9
@@ -43,5 +46,6 @@ else
     echo "skipping bench_lightly_peer.py: pip install lightly"
   fi
   $PY benchmarks/claims_cifar10.py --scale small --jobs 2
+  $PY benchmarks/eval_stream.py  # streamed vs in-memory feature extraction (issue 21)
   $PY benchmarks/plot_costs.py
 fi

@@ -41,7 +41,10 @@ def test_runs_at_configured_epochs_one_value_per_width(data, tmp_path):
     trainer = Trainer(cfg, run, progress="off", callbacks=callbacks)
     trainer.fit()
     records = knn_records(run)
-    assert [r["epoch"] for r in records] == [2, 3]  # every 2 epochs, and after the last one
+    # at initialisation, every 2 epochs and after the last one
+    assert [r["epoch"] for r in records] == [0, 2, 3]
+    assert [r["step"] for r in records] == [0, 2 * trainer.steps_per_epoch,
+                                            3 * trainer.steps_per_epoch]
     for r in records:
         assert sorted(k for k in r if k.startswith("knn/top1/")) == ["knn/top1/w0.50",
                                                                    "knn/top1/w1.00"]
@@ -103,7 +106,17 @@ def test_training_is_unchanged_resume_continues_curves_summary_shows_them(data, 
     cfg = tiny_config(data, run, *knn)
     with pytest.raises(Crash):
         Trainer(cfg, run, progress="off", callbacks=build_callbacks(cfg) + [CrashAfter(6)]).fit()
-    assert [r["epoch"] for r in knn_records(run)] == [1]
+    assert [r["epoch"] for r in knn_records(run)] == [0, 1]
     Trainer(cfg, run, resume="auto", progress="off", callbacks=build_callbacks(cfg)).fit()
     assert top1(knn_records(run)) == top1(knn_records(tmp_path / "full"))
-    assert [r["epoch"] for r in knn_records(run)] == [1, 2]
+    assert [r["epoch"] for r in knn_records(run)] == [0, 1, 2]  # no second epoch-0 check
+
+
+def test_default_cadence_is_about_eight_checks():
+    from slimssl.engine.config import Config, load_config
+
+    assert Config().eval.knn_every_epochs == 2  # the default job: 16 epochs -> 0, 2, ..., 16
+    assert load_config(None, ["train.epochs=200"]).eval.knn_every_epochs == 25
+    assert load_config(None, ["train.epochs=3"]).eval.knn_every_epochs == 1
+    assert load_config(None, ["eval.knn_every_epochs=0"]).eval.knn_every_epochs == 0
+    assert load_config(None, ["eval.knn_every_epochs=10"]).eval.knn_every_epochs == 10

@@ -121,8 +121,9 @@ class KnnMonitor(Callback):
     the full width's accuracy. Bank = a fixed, class-balanced, seeded subset of the train split;
     queries = one of the held-out split; features of the online backbone in eval mode, batched,
     without gradients (universal / depth-elastic families get their BN statistics recalibrated
-    on the bank first, by :func:`slimssl.eval.family.knn_family`). Runs every ``every`` epochs
-    and after the last one.
+    on the bank first, by :func:`slimssl.eval.family.knn_family`). Runs at initialisation (epoch
+    0 of a fresh run: the curve starts where training starts, next to the random-init floor),
+    every ``every`` epochs and after the last one.
 
     It leaves the training exactly as it found it: the backbone's buffers (BN statistics,
     which recalibration overwrites) are restored, the global torch RNG is forked, the trainer's
@@ -164,23 +165,31 @@ class KnnMonitor(Callback):
         self.queries = test.subset(balanced_subset(
             test.labels, count=min(self.query_size, len(test)), seed=seed + 1)).to_memory()
         self.specs = trainer.method.online.backbone.family()
+        if trainer.state.global_step == 0:
+            self._check(trainer, 0)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
         if self.bank is None or not (epoch % self.every == 0 or epoch == trainer.cfg.train.epochs):
             return
+        self._check(trainer, epoch)
+
+    def _check(self, trainer: Trainer, epoch: int) -> None:
+        """Measure, log an ``eval`` record at ``epoch`` and print one line."""
         start = time.perf_counter()
         accuracy = self.measure(trainer)
         seconds = time.perf_counter() - start
         epoch_time = trainer.state.history[-1]["epoch_time_s"] if trainer.state.history else 0.0
         epochs_since_check = epoch - (epoch - 1) // self.every * self.every
-        overhead = seconds / (epoch_time * epochs_since_check) if epoch_time > 0 else float("nan")
+        overhead = (seconds / (epoch_time * epochs_since_check) if epoch > 0 and epoch_time > 0
+                    else float("nan"))  # at initialisation no training time has passed
         metrics = {f"knn/top1/{label}": acc for label, acc in accuracy.items()}
         metrics.update({"knn/seconds": seconds, "knn/overhead": overhead})
         trainer.logger.log(metrics, trainer.state.global_step, epoch, kind=KNN_KIND)
         if is_main():
             accs = " | ".join(f"{label} {acc:.1f}" for label, acc in accuracy.items())
             line = (f"kNN monitor, epoch {epoch}: {accs}  ({seconds:.1f} s, "
-                    f"{100 * overhead:.1f}% of the training time since the last check)")
+                    + ("at initialisation)" if epoch == 0 else
+                       f"{100 * overhead:.1f}% of the training time since the last check)"))
             if overhead > OVERHEAD_WARNING and not self._warned:
                 self._warned = True  # once per run: the advice does not change
                 line += ("; lower eval.knn_monitor_bank / eval.knn_monitor_queries or raise "

@@ -304,9 +304,10 @@ class EvalConfig:
     # knn_top1_k{k}_majority columns; weighted: the InstDisc columns only. None = majority for
     # dspnet runs, weighted otherwise (the weighted columns are always written)
     knn_vote: Optional[str] = choice(None, "weighted", "majority")
-    # Online per-width kNN monitor (cli.monitors.KnnMonitor): every N epochs and at the end,
-    # on a seeded bank of the train split and queries of the held-out split; 0 = off.
-    knn_every_epochs: int = 10
+    # Online per-width kNN monitor (cli.monitors.KnnMonitor): at initialisation, every N epochs
+    # and at the end, on a seeded bank of the train split and queries of the held-out split;
+    # 0 = off; None = a curve of about 8 checks: max(1, epochs // 8) (2 for the default job)
+    knn_every_epochs: Optional[int] = None
     knn_monitor_bank: int = 5000  # monitor: train images in its kNN bank
     knn_monitor_queries: int = 1000  # monitor: held-out images it classifies
     knn_monitor_batch: int = 256  # monitor: images per forward pass
@@ -579,6 +580,8 @@ def _resolve_defaults(cfg: Config) -> None:
         cfg.optim.decay_norm_bias = cfg.optim.name == "sgd"
     if cfg.eval.knn_vote is None:
         cfg.eval.knn_vote = "majority" if cfg.recipe.name == "dspnet" else "weighted"
+    if cfg.eval.knn_every_epochs is None:
+        cfg.eval.knn_every_epochs = max(1, cfg.train.epochs // 8)
 
 
 # --------------------------------------------------------------------------------------------

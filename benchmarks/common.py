@@ -22,7 +22,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
-CONFIGS = ROOT / "configs"
 CIFAR_DIR = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
 
 if str(ROOT) not in sys.path:
@@ -89,15 +88,12 @@ def temp_run_dir() -> Iterator[str]:
 
 
 def make_config(config: str | None, overrides: Sequence[str], run_dir: str):
-    """``load_config`` of a ``configs/`` name (``"slimclr_mocov2_cifar10"``), a path or None,
-    with overrides; the run writes only to ``run_dir`` and never checkpoints or logs to
+    """``load_config`` of a packaged config's name (``"slimclr_mocov2_cifar10"``), a path or
+    None, with overrides; the run writes only to ``run_dir`` and never checkpoints or logs to
     tensorboard."""
     from slimssl.engine.config import load_config
 
-    path = None
-    if config is not None:
-        path = str(CONFIGS / f"{config}.yaml") if (CONFIGS / f"{config}.yaml").exists() else config
-    return load_config(path, list(overrides) + [f"out_dir={run_dir}", "train.tensorboard=false",
+    return load_config(config, list(overrides) + [f"out_dir={run_dir}", "train.tensorboard=false",
                                                 "train.ckpt_every_epochs=100000",
                                                 "data.num_workers=0"])
 

@@ -31,7 +31,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-CONFIGS = ROOT / "configs"
 RUNS = {  # name -> (config file, overrides of that config)
     "individual": ("individual_mocov2_cifar10.yaml", ["model.widths=[1.0]"]),
     "slimmable": ("slimclr_mocov2_cifar10.yaml", ["model.widths=[1.0, 0.5]"]),
@@ -51,7 +50,7 @@ def run_config(args: argparse.Namespace, name: str):
               "train.tensorboard=false", f"train.ckpt_every_epochs={args.epochs}",
               "train.snapshot_every_epochs=1", f"optim.warmup_epochs={args.warmup_epochs}",
               "eval.knn_every_epochs=0", f"out_dir={Path(args.runs) / name}"]
-    return load_config(str(CONFIGS / config), common + own)
+    return load_config(config, common + own)  # a packaged config, by name
 
 
 def train(args: argparse.Namespace, name: str) -> None:

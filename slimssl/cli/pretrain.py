@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("pretrain", help="pre-train a slimmable family, evaluate and export it "
                        "(no arguments: SlimCLR-MoCov2 on the embedded digits dataset)")
-    p.add_argument("--config", help="YAML config (configs/*.yaml); default: the built-in job")
+    p.add_argument("--config", help="a packaged config's name (slimssl config list) or a YAML "
+                   "path; default: the built-in job")
     p.add_argument("--data", help="dataset: a folder (ImageFolder / CIFAR batches) or 'digits'")
     p.add_argument("--epochs", type=int)
     p.add_argument("--out-dir", help="run directory (default: the config's out_dir)")

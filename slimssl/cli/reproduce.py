@@ -144,7 +144,7 @@ def run_one(spec: RunSpec, data: str, out: Path, scale: Scale, threads: int) -> 
         stages = []
         rows = read_rows(run_dir)
         if not complete(rows, False):
-            cmd = py + ["pretrain", "--config", str(spec.config_path), "--data", data,
+            cmd = py + ["pretrain", "--config", spec.config, "--data", data,
                         "--out-dir", str(run_dir), "--resume", "auto", "--progress", "lines"]
             cmd += [a for s in spec.overrides for a in ("--set", s)]
             stages.append(("pretrain", cmd))
@@ -292,8 +292,12 @@ def _stop_children_quietly() -> None:
 
 
 def add_parser(sub) -> None:
+    from slimssl.eval.claims import scale_table
+
     p = sub.add_parser("reproduce", help="run the papers' central claims (SlimCLR Table 1, US3L "
-                       "Table 1, DSPNet Fig. 5) at a scale your hardware affords, with verdicts")
+                       "Table 1, DSPNet Fig. 5) at a scale your hardware affords, with verdicts",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="scales:\n" + scale_table())
     p.add_argument("claim", choices=[*CLAIMS, "all"])
     p.add_argument("--scale", required=True, choices=[*SCALES, "paper"],
                    help="smoke: CI, seconds (digits); cpu: 2 idle cores, ~3 h for all; gpu: "

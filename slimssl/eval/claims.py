@@ -113,15 +113,33 @@ class Scale:
                 f"{self.seconds} |")
 
 
+#: The presets (``scale_table()`` prints them; README "Reproducing the papers' claims").
+#:
+#: ``cpu``: 2 seeds of ``all`` (13 runs per seed) in <= 3 h on 2 idle cores with ``--jobs 2``.
+#: ``benchmarks/reproduce_cost.py`` timed 4 real steps of every run (CPU time of one thread,
+#: machine at load 9-13): one seed at 20 epochs of 5,000 images (780 steps of 128) = 23,773 s
+#: of training + 1,185 s of evaluation; the heaviest runs are US3L (4,646 s) and US-Net +
+#: SimSiam (4,735 s). CPU time under that load overstates idle wall time by 1 / 0.644 (the same
+#: SlimCLR run took 1,251 s of wall in BENCHMARKS.md's fine-tuning record, 1,944 s here). One
+#: seed at E epochs: 0.644 x (23,773 x E / 20 + 1,185) s; E = 12: 9,949 s per seed = 2.8 h for
+#: two seeds on two cores. 12 epochs = 468 steps, 60 % of the 20-epoch SlimCLR run whose
+#: members ended 11.6-14.2 kNN points above random init; the run reports whether every
+#: individual baseline clears the 8-point gate.
+#: ``gpu``: an estimate (no GPU measured): ~15k img/s for a ResNet-18 MoCo v2 step at 32 px in
+#: bf16, ~18 full-network-run equivalents per seed of ``all`` (the CPU costs above relative to
+#: the individual MoCo v2 at width 1) x 3 epochs of 50,000 images ~ 3 min, plus kNN and
+#: process start-up: ~10 min with ``--jobs 4``.
 SCALES: dict[str, Scale] = {
     # CI: the embedded digits (1,437 train / 360 test, 10 classes) at 16 px, a quarter-width
-    # network, one epoch: checks that every run of every claim goes through end to end.
+    # network, one epoch: checks that every run of every claim goes through end to end
+    # (slimclr-table1: 101 s of CPU in all; all three claims: 154 s).
     "smoke": Scale(
         name="smoke", arch="resnet10_narrow", base_width=8, dsp_arch="resnet18",
         dsp_base_width=8, dsp_small_arch="resnet10_narrow", image_size=16, train_per_class=None,
         test_per_class=None, epochs=1, batch=64, queue=256, warmup_epochs=0.1, linear_epochs=0,
         recalib_images=200, ckpt_every_epochs=1, seeds=1,
-        data="digits (built in; --data optional)", seconds="slimclr-table1: ~2 min on 2 cores",
+        data="digits (built in; --data optional)",
+        seconds="slimclr-table1: ~1 min on 2 idle cores (101 s CPU)",
         extra=("data.num_workers=0",)),
     # 2 idle CPU cores, <= 3 h for all three claims with 2 seeds. Why each number: README,
     # "Reproducing the papers' claims" (the arithmetic from benchmarks/reproduce_cost.py).
@@ -182,13 +200,6 @@ class RunSpec:
     def name(self) -> str:
         blob = json.dumps([self.config, sorted(self.overrides), self.seed])
         return f"{self.label}-s{self.seed}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
-
-    @property
-    def config_path(self) -> Path:
-        """The packaged config file (``slimssl/configs/<config>.yaml``)."""
-        from slimssl.engine.config import resolve_config
-
-        return resolve_config(self.config)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from common import loadavg, machine_info, make_trainer, temp_run_dir, write_resu
 
 def time_run(spec, points: int, steps: int) -> dict:
     with temp_run_dir() as d:
-        trainer = make_trainer(str(spec.config_path), list(spec.overrides)
+        trainer = make_trainer(spec.config, list(spec.overrides)
                                + ["data.path=synthetic"], d)
         images = next(iter(trainer.loader))[0]
         epochs = trainer.cfg.train.epochs

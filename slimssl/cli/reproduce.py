@@ -204,9 +204,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.scale == "paper":
         raise NotImplementedError(
-            "--scale paper is documented (slimssl.eval.claims.PAPER_SCALE and the README) but not run "
-            "by this command: the papers' runs need their own ImageNet/CIFAR-100 configs per arm "
-            "and a cluster; start them with slimssl pretrain --config configs/*_r50_*.yaml")
+            "--scale paper is documented (slimssl.eval.claims.PAPER_SCALE and the README) but "
+            "not run by this command: the papers' runs need their own ImageNet/CIFAR-100 configs "
+            "per arm and a cluster; start them with slimssl pretrain --config "
+            "slimclr_mocov2_r50_200ep (slimssl config list)")
     scale = SCALES[args.scale]
     seeds = args.seeds if args.seeds is not None else scale.seeds
     if args.jobs < 1 or args.threads < 1:

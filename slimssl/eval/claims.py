@@ -257,8 +257,8 @@ PAPER: dict[str, dict[Any, dict[str, Any]]] = {
     # US3L slides, results table, ResNet-18: "Ours" (= ablation row with dynamic sampling and
     # group regularisation: 69.0 / 64.7 / 60.4; its 0.3x / 0.25x match the results row),
     # "US + SimSiam" (57.5 / 55.4 / 52.4) and individual "SimCLR" (66.5 / 61.0 / 53.6; SimSiam
-    # 66.5 / 60.0 / 52.4, BYOL 66.8 / 62.1 / 54.3). The
-    # tables have no 0.75x column for these rows (0.8x / 0.7x instead).
+    # 66.5 / 60.0 / 52.4, BYOL 66.8 / 62.1 / 54.3). The tables have no 0.75x column for these
+    # rows (0.8x / 0.7x instead).
     "us3l-table1/naive": {
         1.0: _paper(69.0, 57.5), 0.75: _paper(None, None, sign=1, note="not in the table; "
                                                  "text: 'higher accuracy consistently'"),
@@ -337,13 +337,12 @@ def _claims(scale: Scale) -> dict[str, Claim]:
         (w, (1, 1, 1, 1), scale.dsp_small_arch) for w in scale.dsp_individual_widths]
     for w, depth, arch in shapes:
         label = f"individual_byol_{_w(w)}_d{''.join(map(str, depth))}"
-        dsp.runs[label] = ("dspnet_byol_cifar10", (f"model.arch={arch}", *ind_byol,
-                                                   f"model.base_width={round(w * scale.dsp_base_width)}"))
-        largest = depth == (2, 2, 2, 2) and w == 1.0
-        dsp.rows.append(Row(f"{_w(w)} d{'-'.join(map(str, depth))}",
-                            ("dspnet_byol", f"{_w(w)} d{'-'.join(map(str, depth))}"),
-                            (label, None), PAPER["dspnet-fig5"]["largest" if largest else "smaller"],
-                            headline=True))
+        base_width = round(w * scale.dsp_base_width)
+        dsp.runs[label] = ("dspnet_byol_cifar10",
+                           (f"model.arch={arch}", *ind_byol, f"model.base_width={base_width}"))
+        member = f"{_w(w)} d{'-'.join(map(str, depth))}"  # SubnetSpec.label
+        paper = PAPER["dspnet-fig5"]["largest" if (w, depth) == (1.0, (2, 2, 2, 2)) else "smaller"]
+        dsp.rows.append(Row(member, ("dspnet_byol", member), (label, None), paper, headline=True))
     return {c.name: c for c in (slim, us3l, dsp)}
 
 

@@ -105,7 +105,8 @@ def test_judge_and_markdown_on_hand_made_results(tmp_path):
         results[("individual_mocov2_w0.50", s)] = [row("w1.00", b, 28)]
         results[("individual_mocov2_w0.25", s)] = [row("w1.00", b - 10, 25)]
     judged = C.judge(claims, results, seeds=2, queries=10_000)
-    rows = {r["member"]: r for r in judged["slimclr-table1"]["rows"]}
+    rows = {r["member"].split()[0]: r for r in judged["slimclr-table1"]["rows"]
+            if r["member"].endswith("individual")}
     assert rows["w0.50"]["verdict"][C.KNN]["verdict"] == "agrees"  # d 5.5 > 2 x 1.12
     # individual w0.25 ends 30.5 - 25 = 5.5 points above random init: < 8 -> inconclusive
     assert rows["w0.25"]["base"]["gain"]["mean"] == pytest.approx(5.5)
@@ -116,7 +117,7 @@ def test_judge_and_markdown_on_hand_made_results(tmp_path):
             "queries": 10_000, "wall_s": 1.0}
     paths = C.write_report(tmp_path, judged, meta)
     md = paths["md"].read_text()
-    assert "| w0.50 * | 62.5 | 58.9 | +3.6 (text: +3.5) | 46.0 ± 1.4 [28.0] | 40.5 ± 0.7 " \
+    assert "| w0.50 vs individual * | 62.5 | 58.9 | +3.6 (text: +3.5) | 46.0 ± 1.4 [28.0] | 40.5 ± 0.7 " \
            "[28.0] | +18.0 / +12.5 | +5.5 ± 1.1 | agrees |\n" in md
     assert "verdict (linear)" not in md  # no probe at this scale: no linear columns
     assert json.loads(paths["json"].read_text())["claims"]["slimclr-table1"]["verdict"] == \

@@ -287,7 +287,7 @@ def _claims(scale: Scale) -> dict[str, Claim]:
     slim = Claim("slimclr-table1", "SlimCLR Table 1: one SlimCLR-MoCov2 pre-training vs MoCo v2 "
                  "networks pre-trained individually per width",
                  "SlimCLR (Zhao et al.) Table 1, ResNet-50, ImageNet, 200 ep, linear top-1",
-                 ("SlimCLR", "individual"), [])
+                 ("SlimCLR", "baseline"), [])
     slim.runs["slimclr_mocov2"] = ("slimclr_mocov2_cifar10",
                                    (*moco, f"model.base_width={scale.base_width}"))
     slim.runs["naive_snet_mocov2"] = ("naive_mocov2_cifar10",
@@ -295,7 +295,7 @@ def _claims(scale: Scale) -> dict[str, Claim]:
     for w in widths:
         slim.runs[f"individual_mocov2_{_w(w)}"] = ("individual_mocov2_cifar10",
                                                    (*moco, *individual(w, scale.base_width)))
-        slim.rows.append(Row(_w(w), ("slimclr_mocov2", _w(w)),
+        slim.rows.append(Row(f"{_w(w)} vs individual", ("slimclr_mocov2", _w(w)),
                              (f"individual_mocov2_{_w(w)}", None),
                              PAPER["slimclr-table1"][w], headline=w in (0.5, 0.25)))
     for w in widths:  # SlimCLR vs its naive baseline (SlimCLR Eq. 2): no figure in Table 1
@@ -505,13 +505,17 @@ def markdown(judged: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     lines = [f"# Claims reproduced at scale `{meta['scale']}`", "",
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
              f"Seeds: {meta['seeds']}; test images (kNN / probe queries): {meta['queries']}; "
-             f"matrix wall time {meta.get('wall_s', 0):.0f} s", "",
+             f"wall time of this invocation {meta.get('wall_s', 0):.0f} s (each run's below)", "",
              "kNN@200 (T = 0.1) and switchable linear-probe top-1, % (mean ± std over seeds); "
              "[random init] the same network never trained; gain = kNN minus random init. "
              "Paper: linear top-1 of the paper's own setting (other data, other backbone: "
              "compare the differences' signs, not the numbers). d ± SE: ours minus baseline; "
-             "verdict rule in `slimssl/eval/claims.py` (|d| > 2 SE decides; inconclusive when "
-             f"the gated arm is < {MIN_GAIN:g} kNN points above its random init).", ""]
+             "the SE of each arm's mean is sqrt(max(s², b²) / n), s the std over its n seeds, "
+             "b the binomial SE of one accuracy over the test images (with one seed, b alone). "
+             "Verdict (slimssl/eval/claims.py): |d| > 2 SE decides by the sign of the paper's "
+             "difference; inconclusive when |d| <= 2 SE or when the gated arm (the individually "
+             f"trained one; ours in 'vs naive' rows) is < {MIN_GAIN:g} kNN points above its "
+             "random init.", ""]
     for name, c in judged.items():
         a, b = c["arms"]
         probed = any(r[arm][LINEAR]["n"] for r in c["rows"] for arm in ("ours", "base"))

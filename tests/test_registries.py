@@ -42,13 +42,18 @@ def test_registry_lookup_and_errors():
 
 
 def test_method_defaults_come_from_the_class_and_are_written_back():
-    cfg = _cfg(method={"name": "mocov3", "temperature": 1.0})
+    cfg = _cfg(method={"name": "mocov3"})
     backbone = build_backbone(cfg)
     assert cfg.method.proj_hidden is None and cfg.method.pred_hidden is None
     method = build_method(cfg, backbone)
     assert isinstance(method, MoCoV3)
     # MoCoV3's own defaults (MoCo v3: 4096-wide hidden layers), not values in the engine
     assert (cfg.method.proj_hidden, cfg.method.pred_hidden) == (4096, 4096)
+    assert (cfg.method.proj_dim, cfg.method.temperature) == (8, 1.0)  # set / MoCo v3's tau
+    # a method's own defaults, not MoCo v2's: SimCLR 256-d, tau 0.5 (Chen et al. 2020)
+    sim = Config.from_dict({"model": TINY["model"], "method": {"name": "simclr"}})
+    build_method(sim, build_backbone(sim))
+    assert (sim.method.proj_dim, sim.method.temperature) == (256, 0.5)
     # MoCo v2: the projector's hidden layer is as wide as the backbone's features
     cfg2 = _cfg()
     backbone2 = build_backbone(cfg2)

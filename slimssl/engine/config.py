@@ -166,12 +166,15 @@ class MethodConfig:
     # projector hidden size at full width; None: the method's default (MoCo v2: the backbone's
     # feature size)
     proj_hidden: Optional[int] = None
-    proj_dim: int = 128  # embedding size of the projector output
+    # embedding size of the projector output; None: the method's own (MoCo v2 128; MoCo v3,
+    # BYOL, SimCLR 256; SimSiam 2048), written back into the run's config
+    proj_dim: Optional[int] = None
     # predictor hidden size (MoCo v3, BYOL, SimSiam, simclr_momentum); None: the method's
     # default
     pred_hidden: Optional[int] = None
     queue_size: int = 1024  # MoCo v2 negative keys in the queue
-    temperature: float = 0.2  # InfoNCE temperature tau
+    # InfoNCE temperature tau; None: the method's own (MoCo v2 0.2, MoCo v3 1.0, SimCLR 0.5)
+    temperature: Optional[float] = None
     # EMA momentum of the key/target encoder (start value under the cosine schedule)
     momentum: float = 0.99
     # constant, or cosine from momentum to 1 (BYOL)

@@ -29,7 +29,7 @@ import torch
 from slimssl.methods.base import SubnetOutput
 from slimssl.methods.simclr import cross_view_distillation
 from slimssl.nn.spec import SubnetSpec
-from slimssl.recipes.base import Recipe, require_norm
+from slimssl.recipes.base import Recipe, require_norm, setting
 from slimssl.recipes.registry import register_recipe
 from slimssl.recipes.sampling import UniversalSandwich
 
@@ -48,6 +48,7 @@ class NaiveSlimmable(Recipe):
     """
 
     name = "usnet"
+    DEFAULT_TEMPERATURE = 0.5  # SimCLR's NT-Xent temperature (Chen et al. 2020)
 
     @classmethod
     def from_config(cls, cfg: Any, model: Any) -> "NaiveSlimmable":
@@ -55,14 +56,15 @@ class NaiveSlimmable(Recipe):
         ``recipe.num_sampled`` widths over the universal model's width range. The ``infonce``
         distillation uses the method's temperature."""
         r = cfg.recipe
+        # infonce distillation: the method's NT-Xent temperature, else this class's (SimCLR's)
+        tau = setting(cfg.method, "temperature", cls.DEFAULT_TEMPERATURE)
         if r.name == "snet":
             require_norm(r.name, model, "switchable")
-            return cls(family=model.family(), distill=r.inplace_distill,
-                       temperature=cfg.method.temperature)
+            return cls(family=model.family(), distill=r.inplace_distill, temperature=tau)
         require_norm(r.name, model, "universal")
         w_min, w_max = model.width_range
         return cls(width_sampler=UniversalSandwich(w_min, w_max, r.num_sampled, cfg.train.seed),
-                   distill=r.inplace_distill, temperature=cfg.method.temperature)
+                   distill=r.inplace_distill, temperature=tau)
 
     def teacher_index(self, specs: list[SubnetSpec]) -> int | None:
         """The full network (first) under inplace distillation; none without."""
@@ -70,7 +72,8 @@ class NaiveSlimmable(Recipe):
 
     def __init__(self, family: Sequence[SubnetSpec] | None = None,
                  width_sampler: UniversalSandwich | None = None,
-                 distill: InplaceDistill = "none", temperature: float = 0.5) -> None:
+                 distill: InplaceDistill = "none",
+                 temperature: float = DEFAULT_TEMPERATURE) -> None:
         if (family is None) == (width_sampler is None):
             raise ValueError("give exactly one of family= (snet) or width_sampler= (usnet)")
         if distill not in ("none", "cosine", "infonce"):

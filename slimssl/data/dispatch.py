@@ -17,6 +17,7 @@ from slimssl.data.folder import (
     DEFAULT_STREAM_THRESHOLD,
     Mode,
     StreamingImageFolder,
+    check_data_dir,
     load_image_folder,
 )
 from slimssl.data.synthetic import make_synthetic
@@ -84,14 +85,7 @@ def load_dataset(
             seed=seed,
             split=split,
         )
-    root = Path(name).expanduser()
-    if not root.exists():
-        raise DataError(
-            f"data path '{root}' does not exist; check the spelling, or use None / 'digits' "
-            "(built-in) or 'synthetic'"
-        )
-    if not root.is_dir():
-        raise DataError(f"data path '{root}' is a file; pass the folder that holds the dataset")
+    root = check_data_dir(name)
     if cifar_variant(root) is not None:
         if image_size not in (None, 32):
             raise DataError(

@@ -45,15 +45,17 @@ class FolderIndex:
     classes: list[str]
 
 
-def _check_dir(root: str | os.PathLike) -> Path:
+def check_data_dir(root: str | os.PathLike) -> Path:
+    """``root`` as an existing folder, else a :class:`DataError` saying what to pass instead."""
     path = Path(root).expanduser()
     if not path.exists():
         raise DataError(
-            f"data path '{path}' does not exist; check the spelling, or pass None/'digits' to "
-            "use the built-in digits dataset"
+            f"data path '{path}' does not exist; check the spelling, or use None / 'digits' "
+            "(built-in) or 'synthetic'"
         )
     if not path.is_dir():
-        raise DataError(f"data path '{path}' is not a folder; pass the folder that holds the images")
+        raise DataError(f"data path '{path}' is a file, not a folder; pass the folder that holds "
+                        "the dataset")
     return path
 
 
@@ -74,7 +76,7 @@ def scan_folder(root: str | os.PathLike, labelled: bool | None = None) -> Folder
     ``labelled=False`` forces unlabeled (flat or nested); ``labelled=True`` requires the class
     layout.
     """
-    path = _check_dir(root)
+    path = check_data_dir(root)
     entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     if not entries:
         raise DataError(f"folder '{path}' is empty; put images in it (root/<class>/<image> for labels)")

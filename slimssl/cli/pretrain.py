@@ -37,15 +37,16 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, run_dir, resume=args.resume, progress=args.progress,
                       callbacks=build_callbacks(cfg))
     history = trainer.fit()
+    if is_main():
+        if history:
+            print(f"loss: epoch {history[0]['epoch']} {history[0]['loss']:.4f} -> epoch "
+                  f"{history[-1]['epoch']} {history[-1]['loss']:.4f}")
+        print(format_summary(diagnose(run_dir)))
+    if not args.no_eval:  # every rank: under torchrun the kNN work is shared, rank 0 writes
+        evaluate_and_export(cfg, trainer.method.online.backbone, run_dir,
+                            f"{cfg.recipe.name}-{cfg.method.name}", distributed=True)
     if not is_main():
         return 0
-    if history:
-        print(f"loss: epoch {history[0]['epoch']} {history[0]['loss']:.4f} -> epoch "
-              f"{history[-1]['epoch']} {history[-1]['loss']:.4f}")
-    print(format_summary(diagnose(run_dir)))
-    if not args.no_eval:
-        evaluate_and_export(cfg, trainer.method.online.backbone, run_dir,
-                            f"{cfg.recipe.name}-{cfg.method.name}")
     print(f"run directory: {run_dir.resolve()}  ({time.perf_counter() - start:.0f} s)")
     return 0
 

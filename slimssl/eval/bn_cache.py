@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -63,7 +64,7 @@ class BNStatsCache:
                 tensors[f"{name}.running_var"] = var.detach().cpu().contiguous().clone()
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(spec)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # torchrun ranks save at once
         save_file(tensors, str(tmp), metadata={"fingerprint": self.fingerprint,
                                               "spec": json.dumps(spec.to_dict())})
         tmp.replace(path)

@@ -165,6 +165,10 @@ class FeatureStore:
         self.shard_size, self.refresh = shard_size, refresh
         self.distributed = distributed and get_world_size() > 1
         self.rank, self.world = (get_rank(), get_world_size()) if self.distributed else (0, 1)
+        if self.distributed:  # rank 0's hash names every rank's shards
+            box = [self.weights]
+            torch.distributed.broadcast_object_list(box, src=0)
+            self.weights = box[0]
 
     def _barrier(self) -> None:
         if self.distributed:

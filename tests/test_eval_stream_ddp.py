@@ -1,6 +1,7 @@
 """Two gloo processes evaluate a streamed folder as one process does: each rank extracts its
 feature shards, scores its share of the kNN queries (counts summed), and trains the probes on
-gathered features of its half of every batch."""
+gathered features of its half of every batch; per-member fine-tuning averages gradients and
+ends identical on both ranks."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tinyrun import run_ranks
 from slimssl.eval.family import knn_family
 from slimssl.eval.feature_store import FeatureStore, state_fingerprint
 from slimssl.eval.linear_eval import linear_eval
+from slimssl.eval.semisup import FinetuneRecipe, finetune_member
 
 
 def evaluate(folder: Path, features: Path) -> dict:
@@ -29,6 +31,8 @@ def evaluate(folder: Path, features: Path) -> dict:
         res = linear_eval(model, specs, train, test, 3, TINY_PROBE, mode, batch_size=32,
                           seed=1, store=store)
         out[mode] = {kind: {s.label: acc for s, acc in per.items()} for kind, per in res.items()}
+    out["finetune"] = finetune_member(model, specs[1], train, test, 3,
+                                      FinetuneRecipe(epochs=1, batch_size=16), seed=2)
     for row in out["knn"]:
         row.pop("knn_seconds")
     return out
@@ -60,7 +64,10 @@ def test_two_processes_equal_one(tmp_path):
     # the shards: rank 0 wrote train shard 0 and the test shard, rank 1 train shard 1
     assert sorted(p.name for p in (tmp_path / "ddp" / "features" / "train" / "w1.00").iterdir()) \
         == ["meta.json", "shard_00000.safetensors", "shard_00001.safetensors"]
-    assert ranks[0] == ranks[1]  # every rank ends with the same numbers
+    # every rank ends with the same numbers (fine-tuning too: averaged gradients, then averaged
+    # BN statistics; its BatchNorms normalise each rank's half batch, so it is not compared
+    # with one process)
+    assert ranks[0] == ranks[1]
     got = ranks[0]
     assert got["knn"] == single["knn"] and got["fast"] == single["fast"]  # exactly
     # augment: each rank embeds half of each batch (other conv blocking): stated tolerance one

@@ -46,9 +46,6 @@ def _run(args: argparse.Namespace) -> int:
                                   "--linear-only, finetune --slimmable); per-member fine-tuning "
                                   "restarts: run it again without --resume")
     run_ = open_run(args)
-    if args.protocol == "finetune" and run_.store.world > 1:
-        raise NotImplementedError("per-member fine-tuning runs in one process; under torchrun "
-                                  "use knn, linear or finetune --linear-only / --slimmable")
     idx, path = labelled_subset(run_.train_set.labels, args.fraction, run_.run_dir, args.seed)
     train = run_.train_set.subset(idx)
     specs = run_.backbone.family()

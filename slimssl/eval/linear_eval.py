@@ -354,27 +354,47 @@ def _interleave(t: torch.Tensor, world: int) -> torch.Tensor:
     return t.reshape(world, -1, *t.shape[1:]).transpose(0, 1).reshape(-1, *t.shape[1:])
 
 
+def sharded_loader(train_set, batch_size: int, seed: int, device: torch.device,
+                   num_workers: int = 0, max_images_held: int | None = None):
+    """The training loader of this rank: ``batch_size / world`` images of every global batch
+    (rank ``r`` holds rows ``r, r + world, ...``; the order is that of one process)."""
+    world, rank = get_world_size(), get_rank()
+    if batch_size % world:
+        raise ValueError(f"the batch {batch_size} must split evenly over {world} processes; "
+                         "pass --batch-size divisible by the number of processes")
+    if world > 1 and len(train_set) % world:
+        raise ValueError(f"{len(train_set)} training images do not split evenly over {world} "
+                         "processes (a padded sampler would repeat images); use a number of "
+                         "processes that divides the training set")
+    return make_loader(train_set, batch_size // world, shuffle=True, drop_last=False, seed=seed,
+                       rank=rank, world_size=world, num_workers=num_workers, device=device,
+                       max_images_held=max_images_held)
+
+
+def rank_view(view: BatchAugment, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``view`` of this rank's rows of a global batch, with the crops one process would draw:
+    the parameters are drawn for the whole batch on every rank (the other ranks' rows stay
+    blank and are dropped)."""
+    world, rank = get_world_size(), get_rank()
+    if world == 1:
+        return view(x, generator)
+    full = x.new_zeros((x.shape[0] * world, *x.shape[1:]))
+    full[rank::world] = x
+    return view(full, generator)[rank::world]
+
+
 def _augmented_batches(family: FrozenFamily, train_set, recipe: ProbeRecipe, image_size: int,
                        seed: int, device: torch.device, num_workers: int = 0,
                        max_images_held: int | None = None
                        ) -> tuple[Callable[[int], Iterator], int]:
     """Augmented batches through the frozen family. Epoch ``e`` draws the order and the crops
     from ``seed + e`` alone (so a resumed run repeats them). Under ``torchrun`` every rank
-    decodes and embeds ``1 / world`` of each batch; the crops of the whole batch are drawn on
-    every rank from the same generator (the other ranks' rows stay blank) and the features
-    gathered, so every rank trains identical probes on the global batch -- the batch, crops
-    and BatchNorm statistics of one process."""
-    world, rank = get_world_size(), get_rank()
-    if recipe.batch_size % world:
-        raise ValueError(f"the probe batch {recipe.batch_size} must split evenly over {world} "
-                         "processes; pass --batch-size divisible by the number of processes")
-    if world > 1 and len(train_set) % world:
-        raise ValueError(f"{len(train_set)} training images do not split evenly over {world} "
-                         "processes (a padded sampler would repeat images); use a number of "
-                         "processes that divides the training set")
-    loader = make_loader(train_set, recipe.batch_size // world, shuffle=True, drop_last=False,
-                         seed=seed, rank=rank, world_size=world, num_workers=num_workers,
-                         device=device, max_images_held=max_images_held)
+    decodes and embeds ``1 / world`` of each batch (:func:`sharded_loader`, :func:`rank_view`)
+    and the features are gathered, so every rank trains identical probes on the global batch --
+    the batch, crops and BatchNorm statistics of one process."""
+    world = get_world_size()
+    loader = sharded_loader(train_set, recipe.batch_size, seed, device, num_workers,
+                            max_images_held)
     view = linear_view(image_size, train_set.mean, train_set.std)
 
     def epoch_batches(epoch: int) -> Iterator:
@@ -382,12 +402,10 @@ def _augmented_batches(family: FrozenFamily, train_set, recipe: ProbeRecipe, ima
         gen = torch.Generator(device=device).manual_seed(seed + epoch)
         for x, y in loader:
             x, y = x.to(device), y.to(device)
+            feats = family(rank_view(view, x, gen))
             if world == 1:
-                yield family(view(x, gen)), y
+                yield feats, y
                 continue
-            full = x.new_zeros((x.shape[0] * world, *x.shape[1:]))
-            full[rank::world] = x
-            feats = family(view(full, gen)[rank::world])
             yield ({k: _interleave(concat_all_gather(f), world) for k, f in feats.items()},
                    _interleave(concat_all_gather(y), world))
 

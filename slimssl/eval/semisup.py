@@ -28,11 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimssl.data import eval_transform, make_loader, ordered_batches
+from slimssl.data import eval_transform, ordered_batches
 from slimssl.data.subset import balanced_subset, load_subset, save_subset
 from slimssl.eval.features import Recalibrate
+from slimssl.dist import all_reduce_mean_tensors_
 from slimssl.eval.linear_eval import (SEMISUP_LINEAR, FrozenFamily, Log, Mode, ProbeRecipe,
-                                      linear_eval, linear_view, stored_size)
+                                      linear_eval, linear_view, rank_view, sharded_loader,
+                                      stored_size)
+from slimssl.nn.calibrate import average_running_stats_
 from slimssl.schedule import schedule_scale, set_lr
 
 __all__ = ["FinetuneRecipe", "subset_path", "labelled_subset", "finetune_member",
@@ -95,15 +98,16 @@ def finetune_member(model: nn.Module, spec: Hashable, train_set, test_set, num_c
 
     Either set may be in memory or a folder streamed by ``num_workers`` DataLoader workers
     (at most ``max_images_held`` decoded images alive); batch order and crops are those of the
-    in-memory path (same seeds)."""
+    in-memory path (same seeds). Under ``torchrun`` each rank trains on ``1 / world`` of every
+    batch (the crops of one process) and the gradients are averaged, as in pre-training; the
+    BatchNorms see their rank's rows and their statistics are averaged before the test."""
     device = next(model.parameters()).device
     net = copy.deepcopy(model)
     transform = eval_transform(train_set.mean, train_set.std, image_size)
     size = image_size or stored_size(train_set)
     view = linear_view(size, train_set.mean, train_set.std)
-    loader = make_loader(train_set, min(recipe.batch_size, len(train_set)), shuffle=True,
-                         drop_last=False, seed=seed, device=device, num_workers=num_workers,
-                         max_images_held=max_images_held)
+    loader = sharded_loader(train_set, min(recipe.batch_size, len(train_set)), seed, device,
+                            num_workers, max_images_held)
     gen = torch.Generator(device=device).manual_seed(seed)
     with net.subnet(spec):
         if recalibrate is not None:
@@ -124,14 +128,18 @@ def finetune_member(model: nn.Module, spec: Hashable, train_set, test_set, num_c
             loader.set_epoch(epoch)
             for x, y in loader:
                 set_lr(opt, schedule_scale("cosine", step, total, recipe.epochs))
-                loss = F.cross_entropy(head(net(view(x.to(device), gen))), y.to(device))
+                loss = F.cross_entropy(head(net(rank_view(view, x.to(device), gen))),
+                                       y.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                all_reduce_mean_tensors_([p.grad for g in groups for p in g["params"]
+                                          if p.grad is not None])
                 opt.step()
                 step += 1
             if log is not None:
                 log(f"finetune {getattr(spec, 'label', spec)} epoch {epoch + 1}/{recipe.epochs} "
                     f"loss {float(loss.detach()):.4f} ({time.perf_counter() - start:.0f} s)")
+        average_running_stats_(net)
         net.eval()
         logits, labels = [], []
         with torch.no_grad():

@@ -354,33 +354,58 @@ def _interleave(t: torch.Tensor, world: int) -> torch.Tensor:
     return t.reshape(world, -1, *t.shape[1:]).transpose(0, 1).reshape(-1, *t.shape[1:])
 
 
-def sharded_loader(train_set, batch_size: int, seed: int, device: torch.device,
-                   num_workers: int = 0, max_images_held: int | None = None):
-    """The training loader of this rank: ``batch_size / world`` images of every global batch
-    (rank ``r`` holds rows ``r, r + world, ...``; the order is that of one process)."""
+def sharded_batches(train_set, batch_size: int, seed: int, device: torch.device,
+                    num_workers: int = 0, max_images_held: int | None = None):
+    """This rank's share of every global batch of ``batch_size`` (the order of one process):
+    ``(loader, batches)`` where ``batches(epoch)`` yields ``(x, y, n, width, real)`` -- this
+    rank's rows ``r, r + world, ...`` of a global batch of ``n`` images, of which the first
+    ``real`` are real (the sampler pads the last batch by repeating images; a rank left without
+    a real row keeps one padding row, to be weighted 0, so every rank runs the same graph) and
+    ``width``, the rows every rank's slot has (for gathering)."""
     world, rank = get_world_size(), get_rank()
     if batch_size % world:
         raise ValueError(f"the batch {batch_size} must split evenly over {world} processes; "
                          "pass --batch-size divisible by the number of processes")
-    if world > 1 and len(train_set) % world:
-        raise ValueError(f"{len(train_set)} training images do not split evenly over {world} "
-                         "processes (a padded sampler would repeat images); use a number of "
-                         "processes that divides the training set")
-    return make_loader(train_set, batch_size // world, shuffle=True, drop_last=False, seed=seed,
-                       rank=rank, world_size=world, num_workers=num_workers, device=device,
-                       max_images_held=max_images_held)
+    loader = make_loader(train_set, batch_size // world, shuffle=True, drop_last=False, seed=seed,
+                         rank=rank, world_size=world, num_workers=num_workers, device=device,
+                         max_images_held=max_images_held)
+    total = len(train_set)
+
+    def batches(epoch: int) -> Iterator:
+        loader.set_epoch(epoch)
+        for b, (x, y) in enumerate(loader):
+            n = min(x.shape[0] * world, total - b * batch_size)
+            real = max(0, -(-(n - rank) // world))  # this rank's rows below n
+            keep = max(real, 1)
+            yield x[:keep].to(device), y[:keep].to(device), n, x.shape[0], real
+
+    return loader, batches
 
 
-def rank_view(view: BatchAugment, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """``view`` of this rank's rows of a global batch, with the crops one process would draw:
-    the parameters are drawn for the whole batch on every rank (the other ranks' rows stay
-    blank and are dropped)."""
+def rank_view(view: BatchAugment, x: torch.Tensor, generator: torch.Generator,
+              n: int) -> torch.Tensor:
+    """``view`` of this rank's rows ``x`` of a global batch of ``n`` images, with the crops one
+    process would draw: the parameters are drawn for all ``n`` rows on every rank (the other
+    ranks' rows stay blank and are dropped)."""
     world, rank = get_world_size(), get_rank()
     if world == 1:
         return view(x, generator)
-    full = x.new_zeros((x.shape[0] * world, *x.shape[1:]))
+    full = x.new_zeros((n, *x.shape[1:]))
+    if rank >= n:  # only a padding row here: crop it in row 0's place, same draws as the others
+        full[0] = x[0]
+        return view(full, generator)[:1]
     full[rank::world] = x
     return view(full, generator)[rank::world]
+
+
+def gather_rows(t: torch.Tensor, n: int, width: int) -> torch.Tensor:
+    """Every rank's rows of a global batch of ``n``, in the order of one process (each rank's
+    ``t`` padded to ``width`` rows for the all-gather, the padding dropped again)."""
+    world = get_world_size()
+    if world == 1:
+        return t
+    padded = torch.cat([t, t.new_zeros((width - t.shape[0], *t.shape[1:]))])
+    return _interleave(concat_all_gather(padded), world)[:n]
 
 
 def _augmented_batches(family: FrozenFamily, train_set, recipe: ProbeRecipe, image_size: int,
@@ -389,25 +414,19 @@ def _augmented_batches(family: FrozenFamily, train_set, recipe: ProbeRecipe, ima
                        ) -> tuple[Callable[[int], Iterator], int]:
     """Augmented batches through the frozen family. Epoch ``e`` draws the order and the crops
     from ``seed + e`` alone (so a resumed run repeats them). Under ``torchrun`` every rank
-    decodes and embeds ``1 / world`` of each batch (:func:`sharded_loader`, :func:`rank_view`)
-    and the features are gathered, so every rank trains identical probes on the global batch --
-    the batch, crops and BatchNorm statistics of one process."""
-    world = get_world_size()
-    loader = sharded_loader(train_set, recipe.batch_size, seed, device, num_workers,
-                            max_images_held)
+    decodes and embeds ``1 / world`` of each batch (:func:`sharded_batches`, :func:`rank_view`)
+    and the features are gathered (:func:`gather_rows`), so every rank trains identical probes
+    on the global batch -- the batch, crops and BatchNorm statistics of one process."""
+    loader, batches = sharded_batches(train_set, recipe.batch_size, seed, device, num_workers,
+                                      max_images_held)
     view = linear_view(image_size, train_set.mean, train_set.std)
 
     def epoch_batches(epoch: int) -> Iterator:
-        loader.set_epoch(epoch)
         gen = torch.Generator(device=device).manual_seed(seed + epoch)
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            feats = family(rank_view(view, x, gen))
-            if world == 1:
-                yield feats, y
-                continue
-            yield ({k: _interleave(concat_all_gather(f), world) for k, f in feats.items()},
-                   _interleave(concat_all_gather(y), world))
+        for x, y, n, width, real in batches(epoch):
+            feats = family(rank_view(view, x, gen, n))
+            yield ({k: gather_rows(f[:real], n, width) for k, f in feats.items()},
+                   gather_rows(y[:real], n, width))
 
     return epoch_batches, len(loader)
 

@@ -31,9 +31,9 @@ from torch import nn
 from slimssl.data import eval_transform, ordered_batches
 from slimssl.data.subset import balanced_subset, load_subset, save_subset
 from slimssl.eval.features import Recalibrate
-from slimssl.dist import all_reduce_mean_tensors_
+from slimssl.dist import all_reduce_mean_tensors_, get_world_size
 from slimssl.eval.linear_eval import (SEMISUP_LINEAR, FrozenFamily, Log, Mode, ProbeRecipe,
-                                      linear_eval, linear_view, rank_view, sharded_loader,
+                                      linear_eval, linear_view, rank_view, sharded_batches,
                                       stored_size)
 from slimssl.nn.calibrate import average_running_stats_
 from slimssl.schedule import schedule_scale, set_lr
@@ -106,8 +106,8 @@ def finetune_member(model: nn.Module, spec: Hashable, train_set, test_set, num_c
     transform = eval_transform(train_set.mean, train_set.std, image_size)
     size = image_size or stored_size(train_set)
     view = linear_view(size, train_set.mean, train_set.std)
-    loader = sharded_loader(train_set, min(recipe.batch_size, len(train_set)), seed, device,
-                            num_workers, max_images_held)
+    loader, batches = sharded_batches(train_set, min(recipe.batch_size, len(train_set)), seed,
+                                      device, num_workers, max_images_held)
     gen = torch.Generator(device=device).manual_seed(seed)
     with net.subnet(spec):
         if recalibrate is not None:
@@ -124,16 +124,18 @@ def finetune_member(model: nn.Module, spec: Hashable, train_set, test_set, num_c
                               weight_decay=recipe.weight_decay)
         total, step, start = max(1, recipe.epochs * len(loader)), 0, time.perf_counter()
         net.train()
+        params = [p for g in groups for p in g["params"]]
         for epoch in range(recipe.epochs):
-            loader.set_epoch(epoch)
-            for x, y in loader:
+            for x, y, n, _, real in batches(epoch):
                 set_lr(opt, schedule_scale("cosine", step, total, recipe.epochs))
-                loss = F.cross_entropy(head(net(rank_view(view, x.to(device), gen))),
-                                       y.to(device))
+                logits = head(net(rank_view(view, x, gen, n)))
+                # the global batch's mean once the ranks average: each rank's mean weighted by
+                # its share of the real rows (0 for a rank holding only sampler padding)
+                loss = F.cross_entropy(logits[:max(real, 1)], y[:max(real, 1)]) * (
+                    real * get_world_size() / n)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                all_reduce_mean_tensors_([p.grad for g in groups for p in g["params"]
-                                          if p.grad is not None])
+                all_reduce_mean_tensors_([p.grad for p in params if p.grad is not None])
                 opt.step()
                 step += 1
             if log is not None:

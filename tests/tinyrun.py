@@ -135,21 +135,3 @@ def run_ranks(target, args_of_rank, world_size: int = 2, timeout: float = 120) -
         if p.is_alive():
             p.kill()
             pytest.fail(f"a rank hung for {timeout:.0f} s")
-
-
-def run_ranks(target, args_of_rank, world_size: int = 2, timeout: float = 120) -> None:
-    """Start ``target(rank, *args_of_rank(rank))`` for every rank as a plain process (a failing
-    rank does not take the others down, so the rest live to report) and wait; a rank still
-    running after ``timeout`` seconds is killed and fails the test."""
-    import pytest
-    import torch.multiprocessing as mp
-
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    procs = [ctx.Process(target=target, args=(r, *args_of_rank(r))) for r in range(world_size)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=timeout)
-        if p.is_alive():
-            p.kill()
-            pytest.fail(f"a rank hung for {timeout:.0f} s")

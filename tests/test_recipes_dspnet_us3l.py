@@ -263,9 +263,11 @@ def test_two_trainer_steps(tmp_path, name, extra):
     for log in logs:
         members = [k[len("loss/"):] for k in log if k.startswith("loss/w")]
         assert members[:2] == [largest, smallest]
-        # every sampled member's loss counts once (weight 1), plus US3L's group-lasso term
-        parts = sum(log[f"loss/{m}"] for m in members) + log.get("loss/reg", 0.0)
-        assert log["loss"] == pytest.approx(parts, rel=1e-6)
+        # the logged loss sums the members' losses; the objective also holds US3L's group-lasso
+        # term (every sampled member's loss counts once, weight 1)
+        members_sum = sum(log[f"loss/{m}"] for m in members)
+        assert log["loss"] == pytest.approx(members_sum, rel=1e-6)
+        assert log["objective"] == pytest.approx(members_sum + log.get("loss/reg", 0.0), rel=1e-6)
     assert ("loss/reg" in logs[0]) == (name == "us3l")
     after = list(trainer.method.online.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after))

@@ -39,8 +39,14 @@ def run(args: argparse.Namespace) -> int:
     history = trainer.fit()
     if is_main():
         if history:
-            print(f"loss: epoch {history[0]['epoch']} {history[0]['loss']:.4f} -> epoch "
-                  f"{history[-1]['epoch']} {history[-1]['loss']:.4f}")
+            print(f"loss, summed over the members each step trains: epoch {history[0]['epoch']} "
+                  f"{history[0]['loss']:.4f} -> epoch {history[-1]['epoch']} "
+                  f"{history[-1]['loss']:.4f}")
+        kd = [h for h in history if "kd" in h]
+        if kd:
+            print(f"distillation as KL (0: the sub-networks match the full network): epoch "
+                  f"{kd[0]['epoch']} {kd[0]['kd']:.4f} -> epoch {kd[-1]['epoch']} "
+                  f"{kd[-1]['kd']:.4f}")
         print(format_summary(diagnose(run_dir)))
     if not args.no_eval:  # every rank: under torchrun the kNN work is shared, rank 0 writes
         evaluate_and_export(cfg, trainer.method.online.backbone, run_dir,

@@ -440,6 +440,7 @@ class Trainer:
             order.insert(0, order.pop(teacher_at))
         teacher: SubnetOutput | None = None
         total = None
+        offset = None  # the terms' constants (Recipe.report), left out of the logged objective
         checks: list[tuple[torch.Tensor, str, str]] = []  # read once, before stepping
         logs: dict[str, torch.Tensor] = {}
         for i in order:
@@ -450,6 +451,11 @@ class Trainer:
             checks += [(out.loss.detach(), spec.label, f"{cfg.method.name} loss"),
                        (term.detach(), spec.label, f"weighted loss term of recipe {recipe.name}")]
             logs[f"loss/{spec.label}"] = out.loss.detach()
+            report = recipe.report(i, specs, out, teacher)
+            if "kd" in report:
+                logs[f"kd/{spec.label}"] = report["kd"]
+            if "offset" in report:
+                offset = report["offset"] if offset is None else offset + report["offset"]
             if read_logs:  # the collapse monitor, only when it is logged
                 logs[f"std/{spec.label}"] = out.embedding.detach().float().std(0).mean()
             if i == teacher_at:
@@ -490,7 +496,13 @@ class Trainer:
         for target_part, online_part in method.ema_pairs():
             ema_update_(target_part, online_part, m, copy_buffers=not method.momentum_bn)
         method.end_iteration(target)
-        logs["loss"] = total.detach()
+        # for people: the sum of the members' own losses, the distillation as a divergence (0 at
+        # agreement), and the objective trained (same gradient) without the terms' constants
+        logs["loss"] = sum(logs[f"loss/{spec.label}"].float() for spec in specs)
+        kd = [v.float() for k, v in logs.items() if k.startswith("kd/")]
+        if kd:
+            logs["kd"] = sum(kd)
+        logs["objective"] = total.detach() - (0.0 if offset is None else offset)
         out_logs: dict[str, Any] = read_scalars(logs) if read_logs else dict(logs)
         out_logs.update(lr=lr, momentum=m, num_subnets=len(specs),
                         skipped_nonfinite=self.state.skipped_nonfinite)
@@ -511,6 +523,7 @@ class Trainer:
                             print_every=cfg.train.log_every, mode=self.progress_mode)
         batch = cfg.data.batch_size * self.dist.world_size
         epoch_loss, epoch_steps = None, 0  # summed on the device, read once per epoch
+        epoch_kd, kd_steps = None, 0  # the distillation's, over the steps that have one
         while st.epoch < cfg.train.epochs:
             # resumed mid-epoch: the loader starts at the first untrained batch (the order is a
             # function of seed and epoch alone), without reading the trained ones
@@ -526,10 +539,14 @@ class Trainer:
                 if torch.is_tensor(loss) or math.isfinite(loss):  # a skipped step has no loss
                     epoch_loss = loss if epoch_loss is None else epoch_loss + loss
                     epoch_steps += 1
+                if "kd" in logs:
+                    epoch_kd = logs["kd"] if epoch_kd is None else epoch_kd + logs["kd"]
+                    kd_steps += 1
                 for cb in self.callbacks:
                     cb.on_step_end(self, logs)
                 if log_now:
-                    progress.update(1, images=batch, loss=f"{logs['loss']:.3f}",
+                    kd = {"kd": f"{logs['kd']:.3f}"} if "kd" in logs else {}
+                    progress.update(1, images=batch, loss=f"{logs['loss']:.3f}", **kd,
                                     lr=f"{logs['lr']:.3g}")
                     self.logger.log(logs, st.global_step, st.epoch + (i + 1) / self.steps_per_epoch)
                 else:
@@ -539,8 +556,9 @@ class Trainer:
             st.epoch += 1
             st.step_in_epoch = 0
             summary = {"loss": float(epoch_loss) / epoch_steps if epoch_steps else 0.0,
+                       **({"kd": float(epoch_kd) / kd_steps} if kd_steps else {}),
                        "epoch_time_s": time.perf_counter() - t0}
-            epoch_loss, epoch_steps = None, 0
+            epoch_loss, epoch_steps, epoch_kd, kd_steps = None, 0, None, 0
             self.logger.log(summary, st.global_step, st.epoch, kind="epoch")
             st.history.append({"epoch": st.epoch, **summary})
             average_running_stats_(self.method)  # monitors evaluate every rank's statistics

@@ -65,6 +65,15 @@ class Recipe:
         ``specs[teacher_index(specs)]`` (``None`` for the teacher itself, or without one)."""
         raise NotImplementedError
 
+    def report(self, index: int, specs: list[SubnetSpec], out: SubnetOutput,
+               teacher: SubnetOutput | None) -> dict[str, torch.Tensor]:
+        """Detached numbers for people about :meth:`subnet_loss`'s term (nothing trains on them):
+        ``"kd"``, the member's distillation as a divergence (0 when it matches its teacher), and
+        ``"offset"``, the part of the term no parameter can change (a cross-entropy
+        distillation's teacher entropy), which the logged objective leaves out so that it has
+        the trained gradient and 0 as its distillation floor. Default: nothing to report."""
+        return {}
+
     def regularization(self, model: torch.nn.Module, epoch: float,
                        specs: list[SubnetSpec]) -> torch.Tensor | None:
         """Extra loss on the weights for the sub-networks ``specs`` of this step (US3L group

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from slimssl.methods.base import SubnetOutput
+from slimssl.nn.functional import soft_target_loss
 from slimssl.nn.spec import SubnetSpec
 from slimssl.recipes.base import Recipe, setting
 from slimssl.recipes.distillation import distillation_loss
@@ -84,6 +85,34 @@ class SlimCLR(Recipe):
                 teacher_logits=teacher.similarities, q_student=out.embedding,
                 q_teacher=teacher.embedding, tau2=self.tau2, positive_index=out.positive_index)
         return weighted_term(index, lam[index], out.loss, distill)
+
+    def report(self, index: int, specs: list[SubnetSpec], out: SubnetOutput,
+               teacher: SubnetOutput | None) -> dict[str, torch.Tensor]:
+        """The distillation of ``specs[index]`` as KL, and the constant its term carries.
+
+        SlimCLR's ``ce`` distillation (Eq. 4-5, scaled by tau2^2 as in the authors' code) is
+        ``CE = tau2^2 (H(p_t) + KL(p_t || p_s))``: the teacher entropy ``H(p_t)`` depends on no
+        trainable parameter (the teacher is detached) but is up to ``ln K`` for ``K`` candidates,
+        i.e. 25 ln 1025 = 173 per member for MoCo v2 with a 1024-key queue at tau2 = 5, which made
+        the logged loss jump from about 5 to 281 when slow start ended. Reported: ``kd`` = CE
+        minus the teacher's entropy term = ``tau2^2 KL`` (0 when the student's softened
+        distribution equals the teacher's), and ``offset`` = ``lambda_i / 2 * tau2^2 H(p_t)``,
+        the constant of this member's weighted term (:func:`weighted_term`). The other kinds
+        (MSE, KL on embeddings, ATKD, DKD) are 0 at equality already: their value, offset 0.
+        """
+        if index == 0 or teacher is None or self.distill == "none":
+            return {}
+        with torch.no_grad():
+            value = distillation_loss(
+                self.distill, student_logits=out.similarities,
+                teacher_logits=teacher.similarities, q_student=out.embedding,
+                q_teacher=teacher.embedding, tau2=self.tau2, positive_index=out.positive_index)
+            if self.distill != "ce":
+                return {"kd": value, "offset": torch.zeros_like(value)}
+            t = teacher.similarities.to(out.similarities.dtype)
+            entropy = soft_target_loss(t, t, self.tau2, "ce")  # tau2^2 H(p_t), batch mean
+            lam = loss_weights([s.width for s in specs], self.weights)[index]
+            return {"kd": value - entropy, "offset": lam / 2 * entropy}
 
 
 def individual(spec: SubnetSpec) -> SlimCLR:

@@ -1,10 +1,11 @@
 """Every command in docs/ runs: the fenced blocks tagged ``bash test`` / ``python test``.
 
-The tutorials run in order in one folder that holds a tiny generated ImageFolder ``my_images``
-(2 classes, 16 px), so later tutorials use the run of the first (``runs/mine``). The commands
-run as written, with two additions that keep the suite fast: ``slimssl pretrain`` gets
-:data:`TINY` appended (one epoch of a narrow network; later arguments win), and ``slimssl
-reproduce`` gets ``--dry-run`` (its full smoke run is tests/test_reproduce.py's job).
+The tutorials run in one folder that holds a tiny generated ImageFolder ``my_images`` (2
+classes, 16 px); the first one's run (``runs/mine``) is made once, by a fixture, for the later
+ones. The commands run as written, with two additions that keep the suite fast: ``slimssl
+pretrain`` gets :data:`TINY` appended (the tests' tiny run, :data:`tinyrun.TINY_OVERRIDES`;
+later arguments win), and ``slimssl reproduce`` gets ``--dry-run`` (its full smoke run is
+tests/test_reproduce.py's job).
 """
 
 from __future__ import annotations
@@ -18,16 +19,15 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from tinyrun import TINY_OVERRIDES, write_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 TUTORIALS = sorted((DOCS / "tutorials").glob("*.md"))
 
-TINY = ("--epochs 1 --set model.arch=resnet10_narrow --set model.base_width=8 "
-        "--set data.image_size=16 --set data.batch_size=16 --set data.num_workers=0 "
-        "--set method.queue_size=32 --set method.bn_splits=1 --set optim.warmup_epochs=0 "
-        "--set eval.knn_every_epochs=0 --set eval.recalib_images=32 --set train.tensorboard=false")
+TINY = " ".join(f"--set {shlex.quote(o)}" for o in [
+    *TINY_OVERRIDES, "method.bn_splits=1", "optim.warmup_epochs=0", "eval.knn_every_epochs=0",
+    "eval.recalib_images=32"])
 APPEND = {"slimssl pretrain": TINY, "slimssl reproduce": "--dry-run"}
 _FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _CODE_LANGS = {"bash", "sh", "shell", "console", "python", "py"}
@@ -65,24 +65,6 @@ def test_shell_rewrite_appends_only_to_its_commands():
     assert _shell(code) == f"slimssl pretrain --config a.yaml    --out-dir runs/x {TINY}\ncat x"
 
 
-def _image_folder(root: Path) -> None:
-    """2 classes (bright squares on dark / dark on bright), 32 train and 8 test images each."""
-    from PIL import Image
-
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 32), ("test", 8)):
-        for c, name in enumerate(("bright", "dark")):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(n):
-                img = torch.randint(0, 80, (16, 16, 3), generator=g, dtype=torch.uint8)
-                x, y = torch.randint(0, 8, (2,), generator=g).tolist()
-                img[y:y + 8, x:x + 8] = 200 + 50 * c
-                if c:
-                    img = 255 - img
-                Image.fromarray(img.numpy()).save(folder / f"{i:03d}.png")
-
-
 def _run_blocks(tutorial: Path, workdir: Path) -> list[tuple[str, float]]:
     """Run the tutorial's tested blocks in ``workdir``; ``(first line, seconds)`` of each."""
     env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
@@ -111,7 +93,7 @@ def workdir(tmp_path_factory) -> Path:
     """A folder with ``my_images`` and the run of the first tutorial (``runs/mine``), which the
     later tutorials use (so each test passes alone and in any order)."""
     work = tmp_path_factory.mktemp("docs")
-    _image_folder(work / "my_images")
+    write_image_folder(work / "my_images", size=16)
     _run_blocks(TUTORIALS[0], work)
     return work
 

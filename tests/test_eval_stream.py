@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from slimssl.data import (DataError, ImageTensorDataset, StreamingImageFolder, load_split,
-                          ordered_batches, prefetch_for_cap)
+from slimssl.data import (DataError, ImageTensorDataset, StreamingImageFolder, eval_transform,
+                          load_split, ordered_batches, prefetch_for_cap)
 from slimssl.engine.config import load_config
 from slimssl.eval.family import knn_family
 from slimssl.eval.feature_store import FeatureCacheError, FeatureStore, state_fingerprint
@@ -137,12 +137,14 @@ def test_streamed_knn_equals_in_memory_knn(folder, tmp_path):
     with safe_open(str(shard), "pt") as f:
         feats, meta = f.get_tensor("features"), f.metadata()
         assert f.get_tensor("index").tolist() == list(range(64, 120))
-    from slimssl.data import eval_transform
     x = eval_transform(memory[0].mean, memory[0].std)(memory[0].images[64:120])
     with torch.no_grad(), model.subnet(first):
         assert torch.allclose(feats, model(x), atol=1e-5)
     assert json.loads(meta["member"]) == first.to_dict()
-    assert meta["weights"] == state_fingerprint(model) and "image_size" in meta["settings"]
+    assert meta["weights"] == state_fingerprint(model)
+    settings = json.loads(meta["settings"])
+    assert settings["image_size"] == 12  # the caller's settings, and the transform itself
+    assert settings["transform"]["mean"] == [round(v, 6) for v in memory[0].mean]
 
 
 def test_feature_cache_is_reused_and_refused_for_other_weights(folder, tmp_path):
@@ -166,6 +168,9 @@ def test_feature_cache_is_reused_and_refused_for_other_weights(folder, tmp_path)
     assert torch.equal(first[specs[1]].load(), again[specs[1]].load())
     assert torch.equal(first[specs[1]].rows(torch.tensor([100, 3, 64])),
                        first[specs[1]].load()[[100, 3, 64]])
+    other = eval_transform([0.5] * 3, [0.25] * 3)  # another normalisation: other features
+    with pytest.raises(FeatureCacheError, match="transform or BN settings differ"):
+        _store(tmp_path, model).extract(make, specs, train, "train", other, num_workers=0)
     with torch.no_grad():
         next(model.parameters()).add_(0.01)  # "training went on"
     with pytest.raises(FeatureCacheError, match="weights changed.*--refresh-features"):

@@ -82,6 +82,18 @@ def data_fingerprint(dataset: ImageTensorDataset | StreamingImageFolder) -> str:
     return h.hexdigest()
 
 
+def describe_transform(transform: Callable) -> Any:
+    """What a transform does to the images, for the features' metadata: the normalisation
+    (mean/std, to 6 decimals) and the resize of an :class:`~slimssl.data.EvalTransform`, else its
+    name. (A streamed split's statistics come from a 512-image sample, a decoded one's from all
+    images, so features of the two paths match only when these agree.)"""
+    mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
+    if mean is None or std is None:
+        return getattr(transform, "__qualname__", type(transform).__name__)
+    return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std],
+            "image_size": getattr(transform, "image_size", None)}
+
+
 def _shard_name(index: int) -> str:
     return f"shard_{index:05d}.safetensors"
 
@@ -161,7 +173,8 @@ class FeatureStore:
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         self.directory = Path(directory)
-        self.weights, self.settings = weights, json.loads(json.dumps(dict(settings)))
+        self.weights, self._settings = weights, json.loads(json.dumps(dict(settings)))
+        self.settings = self._settings
         self.shard_size, self.refresh = shard_size, refresh
         self.distributed = distributed and get_world_size() > 1
         self.rank, self.world = (get_rank(), get_world_size()) if self.distributed else (0, 1)
@@ -231,6 +244,7 @@ class FeatureStore:
         missing (so a fully cached evaluation runs no model and recalibrates nothing). Missing
         shards of this rank are extracted in one pass over their images for all members."""
         specs = list(dict.fromkeys(specs))
+        self.settings = {**self._settings, "transform": describe_transform(transform)}
         n = len(dataset)
         if n == 0:
             raise ValueError(f"split {split!r} has no images to extract features from")

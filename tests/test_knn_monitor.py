@@ -115,8 +115,8 @@ def test_training_is_unchanged_resume_continues_curves_summary_shows_them(data, 
 def test_default_cadence_is_about_eight_checks():
     from slimssl.engine.config import Config, load_config
 
-    assert Config().eval.knn_every_epochs == 2  # the default job: 16 epochs -> 0, 2, ..., 16
-    assert load_config(None, ["train.epochs=200"]).eval.knn_every_epochs == 25
+    assert Config().eval.knn_every_epochs == 4  # the default job: 16 epochs -> 0, 4, ..., 16
+    assert load_config(None, ["train.epochs=200"]).eval.knn_every_epochs == 50
     assert load_config(None, ["train.epochs=3"]).eval.knn_every_epochs == 1
     assert load_config(None, ["eval.knn_every_epochs=0"]).eval.knn_every_epochs == 0
     assert load_config(None, ["eval.knn_every_epochs=10"]).eval.knn_every_epochs == 10

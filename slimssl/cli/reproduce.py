@@ -77,8 +77,8 @@ def prepare_data(data: str | None, scale: Scale, out: Path) -> str:
     has_test = (path / "test").is_dir() or (path / "val").is_dir()
     if not ((path / "train").is_dir() and has_test):
         raise ValueError(f"--data {data}: --scale {scale.name} needs an ImageFolder with train/ "
-                         "and test/ (or val/) class sub-folders (e.g. ../shared/data/"
-                         "cifar10-jpeg) to link its class-balanced subset from")
+                         "and test/ (or val/) class sub-folders (e.g. CIFAR-10 as JPEGs in "
+                         "ImageNet layout) to link its class-balanced subset from")
     name = f"{path.resolve().name}_{scale.train_per_class}_{scale.test_per_class}"
     return str(link_subset(path, out / "data" / name, scale.train_per_class,
                            scale.test_per_class).resolve())

@@ -5,7 +5,8 @@
 claims), WHAT the papers report (:data:`PAPER`), and HOW a claim is judged
 (:func:`compare`, :func:`judge`, :func:`write_report`). No torch here.
 
-Claims (papers in ``../shared/papers``):
+Claims (the papers: SlimCLR, Zhao et al. ICCV 2023; US3L, Cao et al. CVPR 2023; DSPNet, Wang
+et al. 2022):
 
 * ``slimclr-table1`` -- SlimCLR Table 1 (ImageNet, ResNet-50 [1, .75, .5, .25], MoCo v2,
   200 epochs, linear top-1): the sub-networks of ONE SlimCLR-MoCov2 pre-training beat networks

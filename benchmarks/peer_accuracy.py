@@ -1,7 +1,7 @@
 """What the steps LEARN: slimssl's ``individual`` MoCo v2 against lightly's MoCo v2 (issue 18.1).
 
-Both sides train the same narrow ResNet-18 (CIFAR stem, BasicBlock (2, 2, 2, 2), stem width 32,
-so 32-64-128-256 channels and 256-d features) on the same 10,000 CIFAR-10 images (the first
+Both sides train the same narrow ResNet-18 (CIFAR stem, BasicBlock (2, 2, 2, 2), stem width 16,
+so 16-32-64-128 channels and 128-d features) on the same 10,000 CIFAR-10 images (the first
 1,000 files of every class folder of ``../shared/data/cifar10-jpeg/train``), with the same
 epochs, batch, queue, temperature, key momentum, SGD and warm-up + cosine schedule. Afterwards
 each side's backbone is EXPORTED as a plain module and scored by the same weighted-kNN code
@@ -12,7 +12,7 @@ view, no augmentation) next to the same network at its random initialisation.
   and the protocol's overrides (plus ``--set`` for ablations), then ``extract_subnet``.
 * ``--side lightly``: the way a lightly user writes MoCo v2 (lightly's example on CIFAR-10):
   torchvision's ``BasicBlock`` assembled into the same narrow ResNet-18 with torchvision's
-  initialisation, ``MoCoProjectionHead(256, 256, 128)``, ``NTXentLoss(0.2, memory_bank_size=
+  initialisation, ``MoCoProjectionHead(128, 128, 128)``, ``NTXentLoss(0.2, memory_bank_size=
   (4096, 128))``, ``update_momentum`` before each step, lightly's ``MoCoV2Transform`` (per-image
   torchvision transforms; blur off at 32 px, as lightly's CIFAR-10 benchmark does) in a
   ``DataLoader``, weight decay on every parameter, query = view 1 and key = view 2.
@@ -58,7 +58,7 @@ SUBSET = Path(os.environ.get("SLIMSSL_PEER_DATA", "/tmp/slimssl-peer-cifar10k"))
 PROTOCOL = {
     "images": 10 * PER_CLASS, "image_size": 32, "batch": 128, "epochs": 12, "queue": 4096,
     "temperature": 0.2, "key_momentum": 0.99, "lr": 0.06, "sgd_momentum": 0.9,
-    "weight_decay": 5e-4, "warmup_epochs": 1, "base_width": 32, "proj_dim": 128,
+    "weight_decay": 5e-4, "warmup_epochs": 1, "base_width": 16, "proj_dim": 128,
 }
 
 

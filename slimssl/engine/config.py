@@ -128,6 +128,10 @@ class DataConfig:
     # most decoded images a streamed loader holds at once (its workers' queues and the batches
     # in use; a configuration that cannot stay under it is an error naming the fix)
     max_images_held: int = 100_000
+    # draw the next batch's views on a background thread while the current step computes
+    # (engine/prefetch.py; same views, same bits, exact resume); None (null) = auto: on for a
+    # CPU device, off for CUDA (prefetch_by_default says why)
+    prefetch_views: Optional[bool] = None
 
 
 @dataclass

@@ -54,6 +54,7 @@ from slimssl.engine.ema import ema_update_
 from slimssl.engine.logging import MetricsLogger
 from slimssl.engine.amp import autocast_dtype
 from slimssl.engine.optim import build_optimizer
+from slimssl.engine.prefetch import ViewBatches, prefetch_by_default
 from slimssl.engine.progress import Progress
 from slimssl.engine.rundir import prepare_run_dir
 from slimssl.engine.schedule import build_lr_schedule
@@ -230,6 +231,10 @@ class Trainer:
         self.views = make_views(d.views, d.image_size, self.train_set.mean, self.train_set.std)
         self.aug_generator = torch.Generator(device=self.device)
         self.aug_generator.manual_seed(derive_seed(cfg.train.seed, self.dist.rank, 7))
+        # the next batch's views drawn on a thread during the step (engine/prefetch.py)
+        self.prefetch_views = (prefetch_by_default(self.device) if d.prefetch_views is None
+                               else d.prefetch_views)
+        self._batches: ViewBatches | None = None  # the epoch being trained, in fit()
 
         self.backbone = build_backbone(cfg, init_weights=True)  # model.init_from, if set
         self.method = build_method(cfg, self.backbone).to(self.device)
@@ -270,7 +275,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "recipe": self.recipe.state_dict(),
-            "aug_generator": self.aug_generator.get_state(),
+            # during an epoch the generator may have drawn the next batch's views already
+            "aug_generator": (self.aug_generator.get_state() if self._batches is None
+                              else self._batches.trained_state),
             "rng": capture_rng_state(),
             "epoch": self.state.epoch,
             "step_in_epoch": self.state.step_in_epoch,
@@ -349,11 +356,12 @@ class Trainer:
         return f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint yet"
 
     def _step(self, images: torch.Tensor, epoch_f: float,
-              labels: torch.Tensor | None = None, read_logs: bool = True) -> dict[str, Any]:
+              labels: torch.Tensor | None = None, read_logs: bool = True,
+              views: tuple[torch.Tensor, ...] | None = None) -> dict[str, Any]:
         """:meth:`train_step`, turning a failed collective into a message that says what
         happened (gloo/NCCL only report a reset connection or a timeout)."""
         try:
-            return self.train_step(images, epoch_f, labels, read_logs=read_logs)
+            return self.train_step(images, epoch_f, labels, read_logs=read_logs, views=views)
         except RuntimeError as err:
             if not (is_dist() and _raised_in_collective(err)):
                 raise
@@ -408,9 +416,23 @@ class Trainer:
             return None
         return next(p for p in (self._nonfinite(v, label, term) for v, label, term in checks) if p)
 
+    def draw_views(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The two augmented views of a uint8 batch, on the training device (draws from
+        :attr:`aug_generator`)."""
+        return self.views(images.to(self.device, non_blocking=True), self.aug_generator)
+
+    def epoch_batches(self) -> ViewBatches:
+        """``(images, labels, views)`` of the loader's epoch (as :meth:`set_epoch
+        <slimssl.data.loaders.TensorBatchLoader.set_epoch>` left it), the views drawn ahead on
+        a thread under ``data.prefetch_views``; close it when done (:meth:`fit` does)."""
+        return ViewBatches(self.loader, self.draw_views, self.aug_generator,
+                           background=self.prefetch_views)
+
     def train_step(self, images: torch.Tensor, epoch_f: float,
-                   labels: torch.Tensor | None = None, read_logs: bool = True) -> dict[str, Any]:
+                   labels: torch.Tensor | None = None, read_logs: bool = True,
+                   views: tuple[torch.Tensor, ...] | None = None) -> dict[str, Any]:
         """One iteration; ``labels`` reach only a method that ``needs_labels`` (supervised).
+        ``views``: the batch's views drawn already (:meth:`epoch_batches`), else drawn here.
 
         Returns the step's log values. With ``read_logs=False`` the losses stay 0-dim device
         tensors (no device-to-host read: the loop reads them only at log steps, all at once,
@@ -419,7 +441,8 @@ class Trainer:
         lr = self.lr_at(self.state.global_step)
         set_lr(self.optimizer, lr)
         method.train()
-        views = self.views(images.to(self.device, non_blocking=True), self.aug_generator)
+        if views is None:
+            views = self.draw_views(images)
         if cfg.train.channels_last:
             views = tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
         # momentum BN (DSPNet): weight of the batch statistics 1 -> 0 by cosine over the run
@@ -510,12 +533,21 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> list[dict[str, Any]]:
+        try:
+            return self._fit()
+        finally:  # stopped by an exception: end the views thread, generator as last trained
+            if self._batches is not None:
+                self._batches.close()
+                self._batches = None
+
+    def _fit(self) -> list[dict[str, Any]]:
         cfg, st = self.cfg, self.state
         if is_main():
             _log.info(f"slimssl: {self.recipe.name}/{cfg.method.name} on {cfg.model.arch} widths "
                       f"{list(self.backbone.widths)} | update mode: {self.recipe.update_mode} | "
                       f"{len(self.train_set)} images, {self.steps_per_epoch} steps/epoch, "
-                      f"{cfg.train.epochs} epochs | device {self.device} x{self.dist.world_size}")
+                      f"{cfg.train.epochs} epochs | device {self.device} x{self.dist.world_size}"
+                      f"{' | views prefetched on a thread' if self.prefetch_views else ''}")
         for cb in self.callbacks:
             cb.on_fit_start(self)
         desc = "finetune" if self.method.needs_labels else "pretrain"
@@ -529,10 +561,11 @@ class Trainer:
             # function of seed and epoch alone), without reading the trained ones
             self.loader.set_epoch(st.epoch, start_batch=st.step_in_epoch)
             t0 = time.perf_counter()
-            for i, (images, labels) in enumerate(self.loader, start=st.step_in_epoch):
+            self._batches = self.epoch_batches()
+            for i, (images, labels, views) in enumerate(self._batches, start=st.step_in_epoch):
                 log_now = (st.global_step + 1) % cfg.train.log_every == 0 or st.global_step == 0
                 logs = self._step(images, st.epoch + i / self.steps_per_epoch, labels,
-                                  read_logs=log_now)
+                                  read_logs=log_now, views=views)
                 st.global_step += 1
                 st.step_in_epoch = i + 1
                 loss = logs["loss"]
@@ -553,6 +586,8 @@ class Trainer:
                     progress.update(1, images=batch)
                 if cfg.train.ckpt_every_steps and st.global_step % cfg.train.ckpt_every_steps == 0:
                     self.save()
+            self._batches.close()  # ran out: closed already; the thread is gone
+            self._batches = None
             st.epoch += 1
             st.step_in_epoch = 0
             summary = {"loss": float(epoch_loss) / epoch_steps if epoch_steps else 0.0,

@@ -52,12 +52,16 @@ def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def alternate(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
-              ) -> dict[str, dict[str, Any]]:
+def alternate(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+              clock: Callable[[], float] = time.perf_counter) -> dict[str, dict[str, Any]]:
     """Time each callable ``repeats`` times, interleaved (a, b, c, a, b, c, ...).
 
     Returns per name the median seconds, all samples, and the load average seen while timing.
     ``warmup`` untimed rounds go first (allocator, lazy initialisation, queue filling).
+    ``clock=time.thread_time`` counts the calling thread's CPU seconds instead of wall seconds:
+    with one torch thread every op runs on the calling thread, so on a shared machine this
+    leaves out the time the scheduler gave to other processes (wall samples varied 2x at load
+    3 on 2 cores, thread-CPU samples far less; see ``bench_width_efficiency``).
     """
     for _ in range(warmup):
         for fn in fns.values():
@@ -66,9 +70,9 @@ def alternate(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
     load_before = loadavg()
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(clock() - start)
     load_after = loadavg()
     return {name: {"median_s": statistics.median(s), "samples_s": [round(x, 4) for x in s],
                    "loadavg_before": load_before, "loadavg_after": load_after}

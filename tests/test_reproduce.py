@@ -176,6 +176,16 @@ def test_harness_resume_skip_and_killed_run(tmp_path, monkeypatch, capsys):
     assert main(argv) == 0  # complete: nothing runs
     assert "skipped (complete)" in capsys.readouterr().out
     assert log.stat().st_size == size
+    # the other runs of the claim have not run: the report says so and names them
+    total = len(C.build_matrix(["slimclr-table1"], TINY, TINY.seeds)[1])
+    assert f"**Partial report**: 1 of {total} runs complete" in md
+    (out / "claims.md").unlink()
+    assert main(["reproduce", "slimclr-table1", "--scale", "smoke", "--data", str(data),
+                 "--out", str(out), "--report"]) == 0  # trains nothing, writes the report
+    printed = capsys.readouterr().out
+    assert f"partial report: 1 of {total} runs complete" in printed and ": ran" not in printed
+    assert log.stat().st_size == size and (out / "claims.md").exists()
+    assert not [p for p in (out / "runs").iterdir() if p.is_dir() and p.name != name]
 
     # "kill" it after epoch 1: drop its results and the last checkpoint
     (run / "results.json").unlink()

@@ -223,12 +223,14 @@ def run(args: argparse.Namespace) -> int:
         todo = {k: v for k, v in runs.items() if k[0] in wanted}
     else:
         todo = runs
+    if args.report:
+        todo = {}
     data = prepare_data(args.data, scale, out)
     print(f"reproduce {args.claim} at scale {scale.name}: {len(runs)} runs ({len(todo)} selected)"
           f", {seeds} seed(s), data {data}, out {out.resolve()}, {args.jobs} job(s) x "
           f"{args.threads} thread(s)", flush=True)
     if args.dry_run:
-        for spec in todo.values():
+        for spec in (runs if args.report else todo).values():
             print(f"  {spec.name}: {spec.config} {' '.join(spec.overrides)}")
         return 0
     start = time.perf_counter()
@@ -254,6 +256,10 @@ def run(args: argparse.Namespace) -> int:
                for (label, seed), spec in runs.items()}
     queries = count_queries(data)
     judged = judge(claims, results, seeds, queries)
+    from slimssl.eval.claims import complete
+
+    pending = sorted(spec.name for key, spec in runs.items()
+                     if not complete(results[key], scale.linear_epochs > 0))
     timings = {}
     for spec in runs.values():
         t = out / "logs" / f"{spec.name}.json"
@@ -262,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {"command": command_line(args),
             "scale": scale.name, "seeds": seeds, "queries": queries, "data": data,
             "machine": _machine(args.threads, args.jobs), "wall_s": wall,
+            "runs_total": len(runs), "pending": pending,
             "run_seconds": timings, "runs": {s.name: {"label": s.label, "seed": s.seed,
                                                       "config": s.config,
                                                       "overrides": list(s.overrides)}
@@ -269,6 +276,9 @@ def run(args: argparse.Namespace) -> int:
     paths = write_report(out, judged, meta)
     for name, c in judged.items():
         print(f"{name}: {c['verdict']}")
+    if pending:
+        print(f"partial report: {len(runs) - len(pending)} of {len(runs)} runs complete "
+              f"({len(pending)} pending); run the same command without --report to continue")
     print(f"wrote {paths['md']}, {paths['json'].name}, {paths['png'].name}")
     failed = [r for r in done if r["status"].startswith("failed")]
     for r in failed:
@@ -312,4 +322,7 @@ def add_parser(sub) -> None:
     p.add_argument("--only", help="comma-separated run labels to train now (default: all); the "
                                   "report covers every run already finished")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: write claims.{md,json,png} from the runs finished so far "
+                        "(a partial report names the pending runs; their rows read 'missing')")
     p.set_defaults(func=run)

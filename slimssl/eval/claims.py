@@ -516,7 +516,14 @@ def markdown(judged: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
              "Verdict (slimssl/eval/claims.py): |d| > 2 SE decides by the sign of the paper's "
              "difference; inconclusive when |d| <= 2 SE or when the gated arm (the individually "
              f"trained one; ours in 'vs naive' rows) is < {MIN_GAIN:g} kNN points above its "
-             "random init.", ""]
+             "random init."]
+    pending = meta.get("pending") or []
+    if pending:
+        lines += [f"**Partial report**: {meta.get('runs_total', 0) - len(pending)} of "
+                  f"{meta.get('runs_total', '?')} runs complete. Rows whose runs have not "
+                  "finished read 'missing'; a row with fewer seeds than asked for uses the "
+                  f"seeds it has (its SE grows). Pending: {', '.join(pending)}.", ""]
+    lines.append("")
     for name, c in judged.items():
         a, b = c["arms"]
         probed = any(r[arm][LINEAR]["n"] for r in c["rows"] for arm in ("ours", "base"))

@@ -129,8 +129,8 @@ class DataConfig:
     # in use; a configuration that cannot stay under it is an error naming the fix)
     max_images_held: int = 100_000
     # draw the next batch's views on a background thread while the current step computes
-    # (engine/prefetch.py; same views, same bits, exact resume); None (null) = auto: on for a
-    # CPU device, off for CUDA (prefetch_by_default says why)
+    # (engine/prefetch.py; same views, same bits, exact resume); None (null) = auto: off on
+    # every device for now (it saved nothing measurable: prefetch_by_default gives the figures)
     prefetch_views: Optional[bool] = None
 
 

@@ -15,7 +15,7 @@ waits for the thread, drops the batch prepared ahead and puts the generator back
 :attr:`~ViewBatches.trained_state`, so after it the generator reads as if there had been no
 thread.
 
-``data.prefetch_views: null`` (auto) is :func:`prefetch_by_default`.
+``data.prefetch_views: null`` (auto) is :func:`prefetch_by_default`: off, with the figures.
 """
 
 from __future__ import annotations
@@ -29,15 +29,21 @@ __all__ = ["ViewBatches", "prefetch_by_default"]
 
 
 def prefetch_by_default(device: torch.device) -> bool:
-    """``data.prefetch_views: null``: on for a CPU, off for an accelerator.
+    """``data.prefetch_views: null`` (auto): off, on every device, for now.
 
-    On a CPU the views are computed by the CPU, so a second thread can draw them while the step
-    computes (benchmarks/bench_prefetch.py, BENCHMARKS.md "6. GPU ...", measured figures there).
-    On CUDA augmentation already runs on the device, queued behind the step without waiting for
-    it (the loop reads nothing back between log steps); a thread would only queue the same
-    kernels on the same stream and compete for the GIL with the main thread's launches. That
-    side is reasoning, not measurement: no GPU was available to measure it."""
-    return device.type == "cpu"
+    Measured on the CPU (benchmarks/bench_prefetch.py, BENCHMARKS.md "6. GPU ..."): taking the
+    batch and drawing its views is 1.3% of a step of the built-in default job and 2.8-3.3% of
+    a CIFAR-10 step streamed from JPEGs, so even with a core to spare the thread could save at
+    most that; on the 2-core machine measured (load 3.6-4.4, no core to spare) the speed-up
+    (median step time off / on) was 0.94-1.01x, and 0.94-0.97x with views made heavy (64 px
+    BYOL views, one narrow member: views 14-40% of a step). On CUDA the
+    views are drawn on the device, queued behind the step without waiting for it (the loop
+    reads nothing back between log steps): a thread would queue the same kernels on the same
+    stream and compete for the GIL with the main thread's launches; that side is reasoning, no
+    GPU was available to measure it. Turn it on (``data.prefetch_views: true``) where views
+    are expensive on the CPU and a core is idle: the views-heavy ceiling is 1.17-1.67x."""
+    del device  # one answer for every device until a measurement says otherwise
+    return False
 
 
 Batch = tuple[Any, Any, Any]  # (images, labels, views)

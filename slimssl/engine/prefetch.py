@@ -31,17 +31,18 @@ __all__ = ["ViewBatches", "prefetch_by_default"]
 def prefetch_by_default(device: torch.device) -> bool:
     """``data.prefetch_views: null`` (auto): off, on every device, for now.
 
-    Measured on the CPU (benchmarks/bench_prefetch.py, BENCHMARKS.md "6. GPU ..."): taking the
-    batch and drawing its views is 1.3% of a step of the built-in default job and 2.8-3.3% of
-    a CIFAR-10 step streamed from JPEGs, so even with a core to spare the thread could save at
-    most that; on the 2-core machine measured (load 3.6-4.4, no core to spare) the speed-up
-    (median step time off / on) was 0.94-1.01x, and 0.94-0.97x with views made heavy (64 px
-    BYOL views, one narrow member: views 14-40% of a step). On CUDA the
-    views are drawn on the device, queued behind the step without waiting for it (the loop
-    reads nothing back between log steps): a thread would queue the same kernels on the same
-    stream and compete for the GIL with the main thread's launches; that side is reasoning, no
-    GPU was available to measure it. Turn it on (``data.prefetch_views: true``) where views
-    are expensive on the CPU and a core is idle: the views-heavy ceiling is 1.17-1.67x."""
+    Measured on the CPU (benchmarks/bench_prefetch.py, results/prefetch.json, BENCHMARKS.md
+    "6. GPU ..."): taking the batch and drawing its views is 0.6-1.0% of a step of the built-in
+    default job and 3.0-3.5% of a CIFAR-10 step streamed from JPEGs, so even with an idle core
+    the thread could save at most that; on the 2-core machine measured (load 3.2-3.9: no idle
+    core) the speed-up (median step time off / on, 1 and 2 torch threads) was 0.94-1.06x, within
+    the samples' +-10% spread, and 0.92-0.97x with views made heavy (64 px BYOL views, one
+    member at width 0.25: 15-16% of a step, ceiling 1.17-1.20x). On CUDA the views are drawn
+    on the device, queued behind the step without waiting for it (the loop reads nothing back
+    between log steps): a thread would queue the same kernels on the same stream and compete
+    for the GIL with the main thread's launches; that side is reasoning, no GPU was available
+    to measure it. Turn it on (``data.prefetch_views: true``) where views
+    are expensive on the CPU and a core is idle."""
     del device  # one answer for every device until a measurement says otherwise
     return False
 

@@ -322,6 +322,15 @@ def cmd_report(args: argparse.Namespace) -> None:
     for tag, row in table.items():
         if peer and tag != "lightly":
             row["knn200_minus_peer"] = row["knn200_mean"] - peer["knn200_mean"]
+            if row["knn200_se"] is not None and peer["knn200_se"] is not None:
+                row["knn200_minus_peer_se"] = math.hypot(row["knn200_se"], peer["knn200_se"])
+            # same-seed differences (an ablation run with one seed is compared on that seed)
+            base = table.get(args.baseline)
+            if base and tag != args.baseline:
+                paired = {s: a for s, a in zip(base["seeds"], base["knn200"])}
+                row[f"knn200_minus_{args.baseline}_same_seed"] = {
+                    s: round(a - paired[s], 2) for s, a in zip(row["seeds"], row["knn200"])
+                    if s in paired}
             row["wall_vs_peer"] = row["wall_mean_s"] / peer["wall_mean_s"]
     print(f"{'run':28s} {'seeds':8s} {'kNN@200':>16s} {'vs peer':>8s} {'wall s':>8s} {'x peer':>7s}")
     for tag, row in table.items():
@@ -345,6 +354,8 @@ def main() -> None:
     r.add_argument("--force", action="store_true")
     r.set_defaults(fn=cmd_run)
     rep = sub.add_parser("report")
+    rep.add_argument("--baseline", default="slimssl",
+                     help="the slimssl run tag ablations are compared with, seed by seed")
     rep.set_defaults(fn=cmd_report)
     args = ap.parse_args()
     args.fn(args)

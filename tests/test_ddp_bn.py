@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from slimssl.dist import all_reduce_mean_tensors_
 from slimssl.nn import (SlimBatchNorm2d, SlimmableModel, SubnetSpec, average_running_stats_,
                         recalibrate_bn)
+from tinyrun import start_method
 
 WIDTHS = (1.0, 0.5)
 
@@ -81,9 +82,8 @@ def _worker(rank: int, init_file: str, out: str) -> None:
 
 
 def test_bn_running_statistics_are_averaged_over_ranks(tmp_path):
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     mp.start_processes(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2,
-                       join=True, start_method=method)
+                       join=True, start_method=start_method())
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert "error" not in r0 and "error" not in r1, (r0.get("error"), r1.get("error"))
 

@@ -6,6 +6,7 @@ import torch
 import torch.multiprocessing as mp
 
 from slimssl import dist as D
+from tinyrun import start_method
 
 
 def test_single_process_noops(monkeypatch):
@@ -60,9 +61,7 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
 
 
 def test_two_process_gloo(tmp_path):
-    # torch.multiprocessing.spawn's machinery; "fork" where available because the children then
-    # inherit the imported torch (the "spawn" method re-imports it: ~10 s on 2 busy cores)
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    # torch.multiprocessing.spawn's machinery, started as every multi-rank test starts its ranks
     mp.start_processes(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
-                       join=True, start_method=method)
+                       join=True, start_method=start_method())
     assert (tmp_path / "ok0").exists() and (tmp_path / "ok1").exists()

@@ -238,3 +238,29 @@ def test_universal_bn_running_stats_follow_only_the_full_width(slim, width):
     _switch(norm, 1.0)
     norm(torch.randn(8, 16) + 5)
     assert norm.running_mean.min() > 0 and float(norm.stats_width) == 1.0
+
+
+@pytest.mark.parametrize("active_in", [4, 6, 8])
+def test_channels_last_1x1_stride2_narrow_matches_nchw(active_in):
+    """channels_last training is the default; torch's CPU backward of a 1x1 stride-2 conv on
+    NHWC input with 2-7 channels corrupts the heap, so SlimConv2d runs that case in NCHW. Output
+    and gradients equal the NCHW computation (an F.conv2d on plain tensors, the reference)."""
+    torch.manual_seed(0)
+    conv = SlimConv2d(8, 16, 1, stride=2, bias=False)
+    conv.width = active_in / 8
+    x = torch.randn(4, active_in, 8, 8)
+    ref_w = conv.weight.detach()[:conv.active_out, :active_in].clone().requires_grad_()
+    ref_x = x.clone().requires_grad_()
+    ref = F.conv2d(ref_x, ref_w, None, 2)
+    ref.square().sum().backward()
+
+    conv.to(memory_format=torch.channels_last)
+    xc = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = conv(xc)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    out.square().sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(xc.grad, ref_x.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv.weight.grad[:conv.active_out, :active_in], ref_w.grad,
+                               rtol=1e-5, atol=1e-5)
+    assert conv.weight.grad[conv.active_out:].abs().sum() == 0

@@ -119,6 +119,20 @@ def train_tiny_run(data: str | Path, out: str | Path, *extra: str) -> Path:
     return Path(out)
 
 
+def start_method() -> str:
+    """How tests start their ranks: ``forkserver`` where there is one (children forked from a
+    fresh interpreter that imported torch once: quick, and immune to the state of this pytest
+    worker; a plain fork of a worker whose autograd engine already started threads fails with
+    "Unable to handle autograd's threading in combination with fork-based multiprocessing",
+    which depended on the random test order), else ``spawn``."""
+    import torch.multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        mp.get_context("forkserver").set_forkserver_preload(["torch"])
+        return "forkserver"
+    return "spawn"
+
+
 def run_ranks(target, args_of_rank, world_size: int = 2, timeout: float = 120) -> None:
     """Start ``target(rank, *args_of_rank(rank))`` for every rank as a plain process (a failing
     rank does not take the others down, so the rest live to report) and wait; a rank still
@@ -126,7 +140,7 @@ def run_ranks(target, args_of_rank, world_size: int = 2, timeout: float = 120) -
     import pytest
     import torch.multiprocessing as mp
 
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    ctx = mp.get_context(start_method())
     procs = [ctx.Process(target=target, args=(r, *args_of_rank(r))) for r in range(world_size)]
     for p in procs:
         p.start()

@@ -284,7 +284,11 @@ class TrainConfig:
     # mixed precision: bf16 or fp16 autocast on a GPU; on a CPU bf16 only where it is native
     # (AVX512-BF16 / AMX), else float32 with a warning; none: float32
     amp: str = choice("none", "none", "bf16", "fp16")
-    channels_last: bool = False  # NHWC memory format (faster convolutions on GPUs)
+    # NHWC memory format for the model and the views. On by default: on a CPU (AMD EPYC,
+    # oneDNN) it made every recipe's real step 13-28 % faster (benchmarks/
+    # bench_channels_last.py, BENCHMARKS.md 1c); on GPUs it is PyTorch's recommended layout
+    # for convolutions under AMP (gpu_check.sh measures it when a GPU is there)
+    channels_last: bool = True
     compile: bool = False  # torch.compile the online network
     log_every: int = 20  # steps between progress lines and train metrics records
     ckpt_every_epochs: int = 5  # epochs between checkpoints (and one at the end)

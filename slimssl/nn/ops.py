@@ -85,6 +85,14 @@ class SlimConv2d(nn.Conv2d, WidthSwitched):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(self, x.shape[1], self.active_in)
         weight, bias, groups = self.sliced()
+        if _nhwc_unsafe(self, x):
+            # torch 2.14.1's CPU backward of a 1x1 stride-2 convolution on channels_last input
+            # with 2-7 input channels corrupts the heap ("double free or corruption"; plain
+            # F.conv2d, no slicing involved; probed for kernel 1/3, stride 1/2, 2-36 channels):
+            # such a (tiny) layer runs in NCHW and hands NHWC on
+            out = F.conv2d(x.contiguous(), weight.contiguous(), bias, self.stride, self.padding,
+                           self.dilation, groups)
+            return out.contiguous(memory_format=torch.channels_last)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
 
     def export(self) -> nn.Conv2d:
@@ -144,6 +152,14 @@ class SlimLinear(nn.Linear, WidthSwitched):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", slim_in={self.slim_in}, slim_out={self.slim_out}"
+
+
+def _nhwc_unsafe(conv: "SlimConv2d", x: torch.Tensor) -> bool:
+    """Whether ``conv`` on ``x`` is the channels_last CPU case torch's backward corrupts memory
+    on (:meth:`SlimConv2d.forward`): 1x1 kernel, stride > 1, fewer than 8 input channels."""
+    return (x.device.type == "cpu" and x.dim() == 4 and x.shape[1] < 8 and x.shape[1] > 1
+            and conv.kernel_size == (1, 1) and conv.stride != (1, 1)
+            and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last))
 
 
 def _copy_into(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:

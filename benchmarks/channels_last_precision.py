@@ -1,0 +1,100 @@
+"""How accurate float32 gradients are in NHWC (``train.channels_last``) against NCHW, on this CPU.
+
+The peer protocol's narrow ResNet-18 (stem 16, CIFAR stem, 32 px, batch 32), a softmax loss
+over a fixed random projection of its features (T = 0.2, as MoCo's logits), gradients of every
+parameter in float64 NCHW (the reference), float32 NCHW and float32 NHWC; then single layers
+(3x3 conv, 1x1 conv, BN; 32 channels, 16 px) the same way. Reports the largest relative error
+(``||g - g_ref|| / ||g_ref||`` per tensor). BENCHMARKS.md section 1c.
+
+Usage::
+
+    python benchmarks/channels_last_precision.py
+
+Writes ``benchmarks/results/channels_last_precision.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine_info, make_config, temp_run_dir, write_result  # noqa: E402
+
+NHWC = torch.channels_last
+NCHW = torch.contiguous_format
+
+
+def _grads(model, x, proj) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    y = model(x)
+    torch.log_softmax((y @ proj.to(y.dtype)) / 0.2, 1)[:, 0].sum().backward()
+    return {n: p.grad.detach().double().clone() for n, p in model.named_parameters()}
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def network() -> dict:
+    from slimssl.engine.build import build_backbone
+
+    with temp_run_dir() as d:
+        cfg = make_config(None, ["model.arch=resnet18", "model.widths=[1.0]",
+                                 "model.base_width=16", "data.image_size=32"], d)
+    torch.manual_seed(0)
+    bb = build_backbone(cfg, init_weights=True).train()
+    x, proj = torch.randn(32, 3, 32, 32), torch.randn(128, 10)
+    ref = _grads(copy.deepcopy(bb).double(), x.double(), proj)
+    out = {}
+    for name, fmt in (("float32_nchw", NCHW), ("float32_nhwc", NHWC)):
+        g = _grads(copy.deepcopy(bb).to(memory_format=fmt), x.contiguous(memory_format=fmt), proj)
+        errs = {n: _rel(g[n], ref[n]) for n in ref}
+        worst = sorted(errs.items(), key=lambda kv: -kv[1])[:5]
+        out[name] = {"max_rel_err": worst[0][1], "worst": worst}
+    return out
+
+
+def layers() -> dict:
+    torch.manual_seed(0)
+    mods = {"conv3x3": torch.nn.Conv2d(32, 32, 3, padding=1, bias=False),
+            "conv1x1": torch.nn.Conv2d(32, 32, 1, bias=False),
+            "conv3x3_stride2": torch.nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=False),
+            "bn": torch.nn.BatchNorm2d(32),
+            # the network's worst tensor is a BN of its first stage: 16 channels, 32 px, batch 32
+            "bn_16ch_32px_batch32": torch.nn.BatchNorm2d(16)}
+    shapes = {"bn_16ch_32px_batch32": (32, 16, 32, 32)}
+    out = {}
+    for name, mod in mods.items():
+        x = torch.randn(*shapes.get(name, (16, 32, 16, 16)))
+        res = {}
+        for tag, fmt, dt in (("ref", NCHW, torch.float64), ("float32_nchw", NCHW, torch.float32),
+                             ("float32_nhwc", NHWC, torch.float32)):
+            m = copy.deepcopy(mod).to(dt).to(memory_format=fmt)
+            xx = x.to(dt).contiguous(memory_format=fmt).detach().requires_grad_()
+            y = m(xx)
+            (y * torch.linspace(-1, 1, y.numel(), dtype=dt).reshape(y.shape)).sum().backward()
+            res[tag] = (y.detach().double(), xx.grad.double(), next(m.parameters()).grad.double())
+        out[name] = {tag: dict(zip(("out", "grad_in", "grad_w"),
+                                   (_rel(a, b) for a, b in zip(res[tag], res["ref"]))))
+                     for tag in ("float32_nchw", "float32_nhwc")}
+    return out
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    result = {"machine": machine_info(1), "network": network(), "layers": layers()}
+    for name, r in result["network"].items():
+        print(f"narrow ResNet-18 gradients, {name}: max relative error vs float64 "
+              f"{r['max_rel_err']:.1e} (worst: {r['worst'][0][0]})")
+    for name, r in result["layers"].items():
+        print(f"{name}: " + ", ".join(f"{tag} {max(v.values()):.1e}" for tag, v in r.items()))
+    write_result("channels_last_precision", result)
+
+
+if __name__ == "__main__":
+    main()

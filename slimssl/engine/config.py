@@ -286,8 +286,8 @@ class TrainConfig:
     amp: str = choice("none", "none", "bf16", "fp16")
     # NHWC memory format for the model and the views (faster convolutions on GPUs). Off by
     # default: on a CPU (AMD EPYC, torch 2.14.1) it made every recipe's step 13-28 % faster,
-    # but the narrow ResNet-18's float32 gradients then differ from float64 by 0.78 %
-    # (NCHW: 3.5e-6) and two peer-protocol runs ended 1.2 kNN points lower on average
+    # but the narrow ResNet-18's float32 gradients then differ from float64 by 4.3e-3
+    # (NCHW: 2.8e-6) and two peer-protocol runs ended 1.2 kNN points lower on average
     # (BENCHMARKS.md 1c); the ImageNet configs set it for GPUs
     channels_last: bool = False
     compile: bool = False  # torch.compile the online network

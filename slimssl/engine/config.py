@@ -284,11 +284,11 @@ class TrainConfig:
     # mixed precision: bf16 or fp16 autocast on a GPU; on a CPU bf16 only where it is native
     # (AVX512-BF16 / AMX), else float32 with a warning; none: float32
     amp: str = choice("none", "none", "bf16", "fp16")
-    # NHWC memory format for the model and the views (faster convolutions on GPUs). Off by
-    # default: on a CPU (AMD EPYC, torch 2.14.1) it made every recipe's step 13-28 % faster,
-    # but the narrow ResNet-18's float32 gradients then differ from float64 by 4.3e-3
-    # (NCHW: 2.8e-6) and two peer-protocol runs ended 1.2 kNN points lower on average
-    # (BENCHMARKS.md 1c); the ImageNet configs set it for GPUs
+    # NHWC memory format for the model and the views (faster convolutions on GPUs). Off
+    # unless set: on a CPU (AMD EPYC, torch 2.14.1) it made every recipe's step 13-28 %
+    # faster, but the narrow ResNet-18's float32 gradients then differ from float64 by
+    # 4.3e-3 (NCHW: 2.8e-6) and two peer-protocol runs ended 1.2 kNN points lower on
+    # average (BENCHMARKS.md 1c); the ImageNet configs set it for GPUs
     channels_last: bool = False
     compile: bool = False  # torch.compile the online network
     log_every: int = 20  # steps between progress lines and train metrics records

@@ -92,15 +92,43 @@ def layers() -> dict:
     return out
 
 
+def bn_chain() -> dict:
+    """BN -> ReLU -> global pool -> softmax loss, over elements per channel (N*H*W): where the
+    network's error comes from (the first stages have the most elements per channel)."""
+    torch.manual_seed(0)
+    out = {}
+    for n, hw in ((8, 8), (32, 32), (128, 32)):
+        x = torch.randn(n, 16, hw, hw)
+        mod = torch.nn.Sequential(torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                                  torch.nn.AdaptiveAvgPool2d(1))
+        grads = {}
+        for tag, fmt, dt in (("ref", NCHW, torch.float64), ("float32_nchw", NCHW, torch.float32),
+                             ("float32_nhwc", NHWC, torch.float32)):
+            m = copy.deepcopy(mod).to(dt).to(memory_format=fmt)
+            xx = x.to(dt).contiguous(memory_format=fmt).detach().requires_grad_()
+            y = m(xx).flatten(1)
+            w = torch.linspace(-1, 1, y.numel(), dtype=dt).reshape(y.shape)
+            torch.log_softmax(y * w * 5, 1)[:, 0].sum().backward()
+            grads[tag] = torch.cat([xx.grad.double().flatten()] +
+                                   [p.grad.double().flatten() for p in m.parameters()])
+        out[f"{n * hw * hw}"] = {tag: _rel(grads[tag], grads["ref"])
+                                 for tag in ("float32_nchw", "float32_nhwc")}
+    return out
+
+
 def main() -> None:
     torch.set_num_threads(1)
-    result = {"machine": machine_info(1), "network": network(), "layers": layers()}
+    result = {"machine": machine_info(1), "network": network(), "layers": layers(),
+              "bn_relu_pool_by_elements_per_channel": bn_chain()}
     for name, r in result["network"].items():
         print(f"narrow ResNet-18 gradients, {name}: relative error vs float64: all parameters "
               f"{r['global_rel_err']:.1e}, worst conv weight {r['max_rel_err_conv_weights']:.1e}, "
               f"worst tensor {r['max_rel_err']:.1e} ({r['worst'][0][0]})")
     for name, r in result["layers"].items():
         print(f"{name}: " + ", ".join(f"{tag} {max(v.values()):.1e}" for tag, v in r.items()))
+    for count, r in result["bn_relu_pool_by_elements_per_channel"].items():
+        print(f"BN -> ReLU -> pool, {count} elements per channel: " +
+              ", ".join(f"{tag} {v:.1e}" for tag, v in r.items()))
     write_result("channels_last_precision", result)
 
 

@@ -32,11 +32,11 @@ Usage::
 
     python benchmarks/bench_width_efficiency.py [--arch resnet10_narrow] [--image-size 32]
         [--batch 64] [--repeats 7] [--threads 1] [--widths 1,0.75,0.5,0.25]
-        [--set model.base_width=32] [--channels-last] [--step] [--clock thread|wall]
+        [--set model.base_width=32] [--channels-last] [--graphs] [--step] [--clock thread|wall]
 
 Timing uses the main thread's CPU time by default (one torch thread runs every op on the
-calling thread): on a shared 2-core machine wall-clock samples of one op varied 0.8-1.7 s,
-thread-CPU samples 0.49-0.52 s (plus rare outliers; medians are reported).
+calling thread), so the time other processes held the core on a shared machine is left out
+(medians are reported, every sample is saved).
 
 Writes ``benchmarks/results/width_efficiency.json``.
 """
@@ -126,6 +126,52 @@ def measure(args) -> dict:
             "samples_s": {k: v["samples_s"] for k, v in t.items()}}
 
 
+def graphs(args) -> dict:
+    """The family's forward + backward three ways, alternating: one backward per member, one
+    backward of the summed members (four graphs alive, SlimCLR's ``sum`` mode), and the same
+    with the projection head (``method.online``), each over the full width alone."""
+    from common import make_trainer
+    from slimssl.nn.spec import as_spec
+
+    widths = [float(w) for w in args.widths.split(",")]
+    specs = [as_spec(w) for w in widths]
+    with temp_run_dir() as d:
+        t = make_trainer("slimclr_mocov2_cifar10", [
+            "data.path=synthetic", f"data.image_size={args.image_size}",
+            f"data.batch_size={args.batch}", f"model.arch={args.arch}",
+            f"model.widths={widths}", "method.bn_splits=1", *args.set], d)
+    online = t.method.online
+    x = torch.randn(args.batch, 3, args.image_size, args.image_size)
+
+    def run(module, members, summed):
+        def go():
+            online.zero_grad(set_to_none=True)
+            total = None
+            for s in members:
+                with online.subnet(s):
+                    y = module(x).sum()
+                if summed:
+                    total = y if total is None else total + y
+                else:
+                    y.backward()
+            if summed:
+                total.backward()
+        return go
+
+    fns = {}
+    for name, module in (("backbone", online.backbone), ("online", online)):
+        fns[f"{name}/full"] = run(module, specs[:1], False)
+        fns[f"{name}/per_member"] = run(module, specs, False)
+        fns[f"{name}/summed"] = run(module, specs, True)
+    med = {k: v["median_s"] for k, v in
+           alternate(fns, args.repeats, warmup=1, clock=args.clock_fn).items()}
+    return {"medians_s": med,
+            "family_over_full": {f"{n}/{mode}": med[f"{n}/{mode}"] / med[f"{n}/full"]
+                                 for n in ("backbone", "online")
+                                 for mode in ("per_member", "summed")},
+            "head_cost_full_width": med["online/full"] / med["backbone/full"]}
+
+
 class _Clock:
     """Accumulates wall seconds per part while ``active`` names the trainer being timed."""
 
@@ -209,6 +255,9 @@ def main() -> None:
     p.add_argument("--widths", default="1,0.75,0.5,0.25")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--set", action="append", default=[], help="config override k=v")
+    p.add_argument("--graphs", action="store_true",
+                   help="also time one backward per member vs one summed backward, with and "
+                        "without the projection head")
     p.add_argument("--step", action="store_true",
                    help="also time whole SlimCLR / vanilla steps split into parts")
     p.add_argument("--clock", choices=("thread", "wall"), default=None,
@@ -234,6 +283,11 @@ def main() -> None:
     s = res["family_step_ratio"]
     print(f"family backbone step / full-width step: FLOP limit {s['flop_limit']:.3f}x, "
           f"plain exports {s['hardware_limit_plain']:.3f}x, slimssl {s['slimssl_backbone']:.3f}x")
+    if args.graphs:
+        res["graphs"] = g = graphs(args)
+        print("family forward+backward / full width: " + ", ".join(
+            f"{k} {v:.3f}x" for k, v in g["family_over_full"].items())
+            + f"; head: online / backbone at full width {g['head_cost_full_width']:.3f}x")
     if args.step:
         res["step"] = step_breakdown(args)
         st = res["step"]

@@ -60,8 +60,7 @@ def alternate(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
     ``warmup`` untimed rounds go first (allocator, lazy initialisation, queue filling).
     ``clock=time.thread_time`` counts the calling thread's CPU seconds instead of wall seconds:
     with one torch thread every op runs on the calling thread, so on a shared machine this
-    leaves out the time the scheduler gave to other processes (wall samples varied 2x at load
-    3 on 2 cores, thread-CPU samples far less; see ``bench_width_efficiency``).
+    leaves out the time the scheduler gave to other processes on a shared machine.
     """
     for _ in range(warmup):
         for fn in fns.values():

@@ -200,7 +200,7 @@ def _stop_children(*_: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimssl.eval.claims import build_matrix, judge, write_report
+    from slimssl.eval.claims import build_matrix, complete, judge, write_report
 
     if args.scale == "paper":
         raise NotImplementedError(
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
           f", {seeds} seed(s), data {data}, out {out.resolve()}, {args.jobs} job(s) x "
           f"{args.threads} thread(s)", flush=True)
     if args.dry_run:
-        for spec in (runs if args.report else todo).values():
+        for spec in todo.values():
             print(f"  {spec.name}: {spec.config} {' '.join(spec.overrides)}")
         return 0
     start = time.perf_counter()
@@ -256,8 +256,6 @@ def run(args: argparse.Namespace) -> int:
                for (label, seed), spec in runs.items()}
     queries = count_queries(data)
     judged = judge(claims, results, seeds, queries)
-    from slimssl.eval.claims import complete
-
     pending = sorted(spec.name for key, spec in runs.items()
                      if not complete(results[key], scale.linear_epochs > 0))
     timings = {}

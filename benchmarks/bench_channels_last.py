@@ -1,9 +1,12 @@
-"""``train.channels_last`` on or off: the real training step, alternating, per recipe (issue 18.2).
+"""A CPU speed switch on or off: the real training step, alternating, per recipe (issue 18.2).
 
-For each case two trainers are built from the same config, one with ``train.channels_last=true``
-(model and views in NHWC), and their ``Trainer.train_step`` is timed alternately in this process
+``--switch channels_last`` (default; model and views in NHWC), ``--switch compile``
+(``torch.compile`` of the online network, the trainer's ``train.compile``; inductor's C++
+kernels, so it needs a C++ compiler) or both (``--switch compile+channels_last``). For each case
+two trainers are built from the same config, one with ``train.<switch>=true`` (each switch), and their ``Trainer.train_step`` is timed alternately in this process
 on the same images (``common.alternate``). Steps are taken where every member trains (past slow
-start / warm-up / sampling stages). With one torch thread the default clock is the main
+start / warm-up / sampling stages); the first step of each trainer is untimed (``torch.compile``
+compiles there, and its compile time is reported separately). With one torch thread the default clock is the main
 thread's CPU time (robust to other processes on a shared machine; ``--clock wall`` otherwise).
 
 Cases:
@@ -17,9 +20,9 @@ Cases:
 Usage::
 
     python benchmarks/bench_channels_last.py [--cases peer,slimclr,us3l,dspnet] [--repeats 5]
-        [--threads 1] [--clock thread|wall]
+        [--threads 1] [--clock thread|wall] [--switch channels_last|compile|compile+channels_last]
 
-Writes ``benchmarks/results/channels_last.json``.
+Writes ``benchmarks/results/<switch>.json`` (``--out`` to change).
 """
 
 from __future__ import annotations
@@ -48,20 +51,25 @@ CASES: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def measure(case: str, repeats: int, clock) -> dict:
+def measure(case: str, repeats: int, clock, switch: str = "channels_last") -> dict:
     config, overrides = CASES[case]
     with temp_run_dir() as d_off, temp_run_dir() as d_on:
-        trainers = {"nchw": make_trainer(config, overrides, d_off),
-                    "channels_last": make_trainer(config, overrides + ["train.channels_last=true"],
-                                                  d_on)}
-        images = next(iter(trainers["nchw"].loader))[0]
-        epoch = float(trainers["nchw"].cfg.train.epochs) - 0.01
+        trainers = {"off": make_trainer(config, overrides, d_off),
+                    "on": make_trainer(config, overrides + [f"train.{s}=true" for s in switch.split("+")],
+                                   d_on)}
+        images = next(iter(trainers["off"].loader))[0]
+        epoch = float(trainers["off"].cfg.train.epochs) - 0.01
+        first = {}
+        for k, tr in trainers.items():  # untimed by alternate(): compiles for --switch compile
+            t0 = time.perf_counter()
+            tr.train_step(images, epoch, read_logs=False)
+            first[k] = time.perf_counter() - t0
         t = alternate({k: (lambda tr=tr: tr.train_step(images, epoch, read_logs=False))
                        for k, tr in trainers.items()}, repeats, warmup=1, clock=clock)
-    ratio = t["channels_last"]["median_s"] / t["nchw"]["median_s"]
-    return {"case": case, "config": config, "overrides": overrides,
-            "nchw_step_s": t["nchw"]["median_s"], "channels_last_step_s":
-            t["channels_last"]["median_s"], "ratio_channels_last": ratio, "timings": t}
+    ratio = t["on"]["median_s"] / t["off"]["median_s"]
+    return {"case": case, "config": config, "overrides": overrides, "switch": switch,
+            "off_step_s": t["off"]["median_s"], "on_step_s": t["on"]["median_s"],
+            f"ratio_{switch}": ratio, "first_step_wall_s": first, "timings": t}
 
 
 def main() -> None:
@@ -70,7 +78,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clock", choices=("thread", "wall"), default=None)
-    ap.add_argument("--out", default="channels_last")
+    ap.add_argument("--switch", choices=("channels_last", "compile", "compile+channels_last"), default="channels_last")
+    ap.add_argument("--out", default=None, help="result name (default: the switch)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     clock_name = args.clock or ("thread" if args.threads == 1 else "wall")
@@ -78,13 +87,14 @@ def main() -> None:
     result = {"machine": machine_info(args.threads), "clock": clock_name, "args": vars(args),
               "runs": []}
     for case in args.cases.split(","):
-        run = measure(case, args.repeats, clock)
-        print(f"{case}: step {run['nchw_step_s']:.3f} s (NCHW) vs {run['channels_last_step_s']:.3f}"
-              f" s (channels_last): {run['ratio_channels_last']:.3f}x (load {loadavg()[0]})",
-              flush=True)
+        run = measure(case, args.repeats, clock, args.switch)
+        print(f"{case}: step {run['off_step_s']:.3f} s (off) vs {run['on_step_s']:.3f} s "
+              f"({args.switch}): {run[f'ratio_{args.switch}']:.3f}x; first step "
+              f"{run['first_step_wall_s']['on']:.1f} s wall (off: "
+              f"{run['first_step_wall_s']['off']:.1f} s) (load {loadavg()[0]})", flush=True)
         result["runs"].append(run)
     result["loadavg_end"] = loadavg()
-    write_result(args.out, result)
+    write_result(args.out or args.switch.replace("+", "_"), result)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 The peer protocol's narrow ResNet-18 (stem 16, CIFAR stem, 32 px, batch 32), a softmax loss
 over a fixed random projection of its features (T = 0.2, as MoCo's logits), gradients of every
-parameter in float64 NCHW (the reference), float32 NCHW and float32 NHWC; then single layers
+parameter in float64 NCHW (the reference), float32 NCHW, float32 NHWC, and both again under
+``torch.compile`` (``train.compile``); then single layers
 (3x3 conv, 1x1 conv, BN; 32 channels, 16 px) the same way. Reports the largest relative error
 (``||g - g_ref|| / ||g_ref||`` per tensor). BENCHMARKS.md section 1c.
 
@@ -51,8 +52,13 @@ def network() -> dict:
     x, proj = torch.randn(32, 3, 32, 32), torch.randn(128, 10)
     ref = _grads(copy.deepcopy(bb).double(), x.double(), proj)
     out = {}
-    for name, fmt in (("float32_nchw", NCHW), ("float32_nhwc", NHWC)):
-        g = _grads(copy.deepcopy(bb).to(memory_format=fmt), x.contiguous(memory_format=fmt), proj)
+    for name, fmt, compiled in (("float32_nchw", NCHW, False), ("float32_nhwc", NHWC, False),
+                                ("float32_nchw_compiled", NCHW, True),
+                                ("float32_nhwc_compiled", NHWC, True)):
+        m = copy.deepcopy(bb).to(memory_format=fmt)
+        if compiled:  # train.compile: inductor's fused kernels (their own reduction order)
+            m.compile()
+        g = _grads(m, x.contiguous(memory_format=fmt), proj)
         errs = {n: _rel(g[n], ref[n]) for n in ref}
         worst = sorted(errs.items(), key=lambda kv: -kv[1])[:5]
         # over all parameters at once (a tensor whose exact gradient is near 0, such as a BN

@@ -290,7 +290,11 @@ class TrainConfig:
     # 4.3e-3 (NCHW: 2.8e-6) and two peer-protocol runs ended 1.2 kNN points lower on
     # average (BENCHMARKS.md 1c); the ImageNet configs set it for GPUs
     channels_last: bool = False
-    compile: bool = False  # torch.compile the online network
+    # torch.compile the online network (in place: state-dict keys unchanged). Off unless set:
+    # on a CPU it made the step 16-27 % cheaper at float32 precision (and makes channels_last
+    # precise too: inductor writes its own BN), but compiling takes 1-4 min, one graph per
+    # width (BENCHMARKS.md 1d); worth it for long fixed-width runs
+    compile: bool = False
     log_every: int = 20  # steps between progress lines and train metrics records
     ckpt_every_epochs: int = 5  # epochs between checkpoints (and one at the end)
     ckpt_every_steps: int = 0  # 0 = off; extra mid-epoch checkpoints for long epochs

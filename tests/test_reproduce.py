@@ -199,6 +199,25 @@ def test_harness_resume_skip_and_killed_run(tmp_path, monkeypatch, capsys):
     timing = json.loads((out / "logs" / f"{name}.json").read_text())["seconds"]
     assert set(timing) == {"pretrain"}
 
+    # a run made with another config than this release resolves (a changed packaged default)
+    # is neither skipped as complete nor resumed: it is refused, and a report flags it
+    import yaml
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    lr = saved["optim"]["lr"]
+    saved["optim"]["lr"] = lr * 2
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    size = log.stat().st_size
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"optim.lr {lr * 2!r} -> {lr!r}" in err and "another config" in err
+    assert log.stat().st_size == size  # nothing ran
+    assert main(["reproduce", "slimclr-table1", "--scale", "smoke", "--data", str(data),
+                 "--out", str(out), "--report"]) == 0
+    md = (out / "claims.md").read_text()
+    assert "another config than this release resolves" in md and f"{name}: optim.lr" in md
+
 
 def test_paper_scale_is_documented_not_run(tmp_path):
     assert main(["reproduce", "all", "--scale", "paper", "--out", str(tmp_path)]) == 2

@@ -100,6 +100,38 @@ def read_rows(run_dir: Path) -> list[dict]:
     return read_results(run_dir)
 
 
+#: settings a run directory records that are the run's own, not the recipe's
+_RUN_LOCAL = {"data.path"}
+
+
+def config_drift(spec: RunSpec, run_dir: Path) -> list[str]:
+    """Settings in which ``run_dir/config.yaml`` (what the run trained with) differs from what
+    this release resolves for ``spec`` (the packaged config and the overrides): a run name
+    hashes the config's NAME and the overrides, so a changed packaged default (say a recipe's
+    learning rate) would otherwise be reused silently. Empty when nothing differs or there is no
+    run yet; settings one side does not have (added or removed in another release) and settings
+left to the run (None, such as a head width that follows the backbone) are skipped."""
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return []
+    import yaml
+
+    from slimssl.engine.config import config_to_dict, load_config
+
+    old = yaml.safe_load(saved.read_text()) or {}
+    new = config_to_dict(load_config(spec.config, list(spec.overrides)))
+    drift = []
+    for section, values in new.items():
+        if not isinstance(values, dict) or not isinstance(old.get(section), dict):
+            continue  # out_dir: the run's own
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            if (key in old[section] and value is not None and old[section][key] != value
+                    and name not in _RUN_LOCAL):  # None: resolved when the run starts
+                drift.append(f"{name} {old[section][key]!r} -> {value!r}")
+    return drift
+
+
 def _run(cmd: list[str], log: Path, threads: int) -> int:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with log.open("a") as f:
@@ -127,6 +159,11 @@ def run_one(spec: RunSpec, data: str, out: Path, scale: Scale, threads: int) -> 
         "run": spec.name, "config": spec.config, "overrides": list(spec.overrides),
         "seconds": {}}
     linear = scale.linear_epochs > 0
+    drift = config_drift(spec, run_dir)
+    if drift:
+        return {"name": spec.name, "status": f"failed: {run_dir} was trained with another config "
+                f"than this release resolves ({'; '.join(drift)}); move it away (or pass another "
+                "--out) to train it again, or --report to score it as it is"}
     if complete(read_rows(run_dir), linear):
         return {"name": spec.name, "status": "skipped (complete)"}
     lock = run_dir.parent / f"{spec.name}.lock"
@@ -263,10 +300,12 @@ def run(args: argparse.Namespace) -> int:
         t = out / "logs" / f"{spec.name}.json"
         if t.exists():
             timings[spec.name] = json.loads(t.read_text())["seconds"]
+    drift = {spec.name: d for spec in runs.values() if (d := config_drift(spec, out / "runs" /
+                                                                        spec.name))}
     meta = {"command": command_line(args),
             "scale": scale.name, "seeds": seeds, "queries": queries, "data": data,
             "machine": _machine(args.threads, args.jobs), "wall_s": wall,
-            "runs_total": len(runs), "pending": pending,
+            "runs_total": len(runs), "pending": pending, "config_drift": drift,
             "run_seconds": timings, "runs": {s.name: {"label": s.label, "seed": s.seed,
                                                       "config": s.config,
                                                       "overrides": list(s.overrides)}

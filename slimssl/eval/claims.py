@@ -523,6 +523,12 @@ def markdown(judged: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
                   f"{meta.get('runs_total', '?')} runs complete. Rows whose runs have not "
                   "finished read 'missing'; a row with fewer seeds than asked for uses the "
                   f"seeds it has (its SE grows). Pending: {', '.join(pending)}.", ""]
+    drift = meta.get("config_drift") or {}
+    if drift:
+        lines += ["**Runs trained with another config than this release resolves** (scored as "
+                  "they are; move them away to retrain): " +
+                  "; ".join(f"{name}: {', '.join(d)}" for name, d in sorted(drift.items())) + ".",
+                  ""]
     lines.append("")
     for name, c in judged.items():
         a, b = c["arms"]

@@ -242,9 +242,10 @@ def test_universal_bn_running_stats_follow_only_the_full_width(slim, width):
 
 @pytest.mark.parametrize("active_in", [4, 6, 8])
 def test_channels_last_1x1_stride2_narrow_matches_nchw(active_in):
-    """``train.channels_last`` (on in the ImageNet configs): torch's CPU backward of a 1x1 stride-2 conv on
-    NHWC input with 2-7 channels corrupts the heap, so SlimConv2d runs that case in NCHW. Output
-    and gradients equal the NCHW computation (an F.conv2d on plain tensors, the reference)."""
+    """``train.channels_last`` (on in the ImageNet configs): torch's CPU backward of a 1x1
+    stride-2 conv on NHWC input with 2-7 channels corrupts the heap, so SlimConv2d runs that
+    case in NCHW. Output and gradients equal the NCHW computation (an F.conv2d on plain
+    tensors, the reference)."""
     torch.manual_seed(0)
     conv = SlimConv2d(8, 16, 1, stride=2, bias=False)
     conv.width = active_in / 8

@@ -9,6 +9,7 @@ import json
 import math
 
 import pytest
+import yaml
 
 from slimssl.cli import main
 from slimssl.cli import reproduce as cli_reproduce
@@ -201,8 +202,6 @@ def test_harness_resume_skip_and_killed_run(tmp_path, monkeypatch, capsys):
 
     # a run made with another config than this release resolves (a changed packaged default)
     # is neither skipped as complete nor resumed: it is refused, and a report flags it
-    import yaml
-
     saved = yaml.safe_load((run / "config.yaml").read_text())
     lr = saved["optim"]["lr"]
     saved["optim"]["lr"] = lr * 2

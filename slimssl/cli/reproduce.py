@@ -108,9 +108,10 @@ def config_drift(spec: RunSpec, run_dir: Path) -> list[str]:
     """Settings in which ``run_dir/config.yaml`` (what the run trained with) differs from what
     this release resolves for ``spec`` (the packaged config and the overrides): a run name
     hashes the config's NAME and the overrides, so a changed packaged default (say a recipe's
-    learning rate) would otherwise be reused silently. Empty when nothing differs or there is no
-    run yet; settings one side does not have (added or removed in another release) and settings
-left to the run (None, such as a head width that follows the backbone) are skipped."""
+    learning rate) would otherwise be reused silently. Empty when nothing differs or there is
+    no run yet; settings one side does not have (added or removed in another release) and
+    settings left to the run (None, such as a head width that follows the backbone) are
+    skipped."""
     saved = run_dir / "config.yaml"
     if not saved.exists():
         return []

@@ -38,7 +38,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -153,7 +152,11 @@ def section_memory(args, fast: list[str]) -> dict:
 
 
 def section_run(args) -> dict:
-    out = Path(tempfile.mkdtemp(prefix="gpu-check-run-")) / "run"
+    with temp_run_dir() as d:  # removed afterwards: repeated checks must not fill the disk
+        return _run_once(args, Path(d) / "run")
+
+
+def _run_once(args, out: Path) -> dict:
     if args.smoke:
         argv = ["pretrain", "--out-dir", str(out), "--epochs", "3", "--set", "train.seed=0",
                 "--set", "data.batch_size=64", "--set", "eval.knn_every_epochs=0"]

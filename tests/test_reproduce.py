@@ -76,9 +76,16 @@ def test_matrix_shares_identical_runs_and_names_are_stable():
     scale = C.SCALES["cpu"]
     claims, runs = C.build_matrix(["all"], scale, seeds=2)
     labels = {label for label, _ in runs}
-    # slimclr: 2 families + 4 individuals; us3l: 2 families (+ 3 shared individuals);
-    # dspnet: 1 family + 4 individual shapes
-    assert len(labels) == 6 + 2 + 5 and len(runs) == 2 * 13
+    # slimclr: 2 families + 4 individuals; us3l: 2 families + 3 individuals with its own base
+    # loss (+ 3 shared MoCo v2 individuals); dspnet: 1 family + 4 individual shapes
+    assert len(labels) == 6 + 5 + 5 and len(runs) == 2 * 16
+    own = runs[("individual_simclr_w0.50", 0)]
+    assert own.config == "us3l_simclr_cifar10" and {
+        "recipe.name=individual", "recipe.group_reg=0", "optim.weight_decay=1e-4",
+        "model.base_width=16", "model.widths=[1.0]"} <= set(own.overrides)
+    verdict_rows = {r.member for r in claims["us3l-table1"].rows if r.headline}
+    assert "w0.50 vs individual SimCLR-momentum" in verdict_rows
+    assert not any("MoCo v2" in m for m in verdict_rows)
     assert claims["us3l-table1"].runs["individual_mocov2_w0.50"] == \
         claims["slimclr-table1"].runs["individual_mocov2_w0.50"]
     _, again = C.build_matrix(["us3l-table1"], scale, seeds=1)

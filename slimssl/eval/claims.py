@@ -15,11 +15,12 @@ et al. 2022):
   baseline (S-Net + MoCo v2, summed losses, SlimCLR Eq. 2), individual MoCo v2 per width.
 * ``us3l-table1`` -- US3L (slides' results table, ResNet-18, linear top-1): US3L beats the naive
   US-Net + SimSiam (with in-place distillation; without it SimSiam collapses, US3L Table 1) and
-  individually pre-trained networks at 1.0 / 0.5 / 0.25. The table's individual SimCLR,
-  SimSiam and BYOL networks are within 1.2 points of each other at every width (66.5 / 66.5 /
-  66.8 at 1.0x): the claim is against individually trained networks, whatever the method. Here
-  they are the individual MoCo v2 runs of ``slimclr-table1`` (same backbone and data; one run
-  serves both claims); the paper column shows its SimCLR row.
+  individually pre-trained networks at 1.0 / 0.5 / 0.25. The individual networks are trained
+  with US3L's own base loss (SimCLR with a momentum teacher; the paper column shows the
+  table's SimCLR row). The table's individual SimCLR, SimSiam and BYOL networks are within 1.2
+  points of each other at 400 epochs, but at the ``cpu`` scale MoCo v2 learns 2.5x as much
+  as that loss, so the individual MoCo v2 runs of ``slimclr-table1`` are shown beside them
+  for reference only (no verdict).
 * ``dspnet-fig5`` -- DSPNet Fig. 5 (MobileNet v3, ImageNet, linear): the small desired networks
   of one DSPNet-BYOL pre-training beat the same shapes pre-trained individually with BYOL; the
   largest one is slightly behind. The figure's numbers are not in the text: only the signs.
@@ -116,7 +117,9 @@ class Scale:
 
 #: The presets (``scale_table()`` prints them; README "Reproducing the papers' claims").
 #:
-#: ``cpu``: 2 seeds of ``all`` (13 runs per seed) in <= 3 h on 2 idle cores with ``--jobs 2``.
+#: ``cpu``: 2 seeds of ``all`` (13 runs per seed in the estimate below; the individual
+#: SimCLR-momentum runs of ``us3l-table1``, added since, make 16) in <= 3 h on 2 idle cores
+#: with ``--jobs 2``.
 #: ``benchmarks/reproduce_cost.py`` timed 4 real steps of every run (CPU time of one thread,
 #: machine at load 9-13): one seed at 20 epochs of 5,000 images (780 steps of 128) = 23,773 s
 #: of training + 1,185 s of evaluation; the heaviest runs are US3L (4,646 s) and US-Net +
@@ -306,7 +309,7 @@ def _claims(scale: Scale) -> dict[str, Claim]:
                              gate="ours"))
 
     us3l = Claim("us3l-table1", "US3L: one US3L pre-training vs the naive US-Net + SimSiam, and "
-                 "vs networks pre-trained individually (MoCo v2, shared with slimclr-table1)",
+                 "vs networks pre-trained individually with its base loss (SimCLR-momentum)",
                  "US3L (Cao et al.) slides' results table, ResNet-18, linear top-1",
                  ("US3L", "baseline"), [])
     us_model = (f"model.arch={scale.arch}", f"model.base_width={scale.base_width}",
@@ -317,11 +320,26 @@ def _claims(scale: Scale) -> dict[str, Claim]:
         us3l.rows.append(Row(f"{_w(w)} vs naive US-Net+SimSiam", ("us3l_simclr", _w(w)),
                              ("naive_usnet_simsiam", _w(w)), PAPER["us3l-table1/naive"][w],
                              gate="ours", headline=True))
-    for w in (1.0, 0.5, 0.25):  # the individual MoCo v2 runs of slimclr-table1, shared
-        label = f"individual_mocov2_{_w(w)}"
+    # Individual networks trained with US3L's own base loss (SimCLR with a momentum teacher,
+    # T = 0.5): the headline comparison. Group regularisation lambda = 5e-5 is "1/2 weight
+    # decay" (authors' code; recipes/group_reg.py): a network trained alone gets weight decay
+    # 1e-4, the same pull at every channel.
+    # At 12 epochs of 5,000 images this loss learns ~4 kNN points where MoCo v2 learns ~10
+    # (BENCHMARKS.md, issue 17), so the slides' "within 1.2 points whatever the method" does
+    # not hold at small scale: comparing US3L with MoCo v2 networks would compare base losses.
+    own = (f"model.arch={scale.arch}", "recipe.name=individual", "recipe.group_reg=0",
+           "optim.weight_decay=1e-4")
+    for w in (1.0, 0.5, 0.25):
+        label = f"individual_simclr_{_w(w)}"
+        us3l.runs[label] = ("us3l_simclr_cifar10", (*own, *individual(w, scale.base_width)))
+        us3l.rows.append(Row(f"{_w(w)} vs individual SimCLR-momentum", ("us3l_simclr", _w(w)),
+                             (label, None), PAPER["us3l-table1/individual"][w], headline=True))
+    for w in (1.0, 0.5, 0.25):  # the individual MoCo v2 runs of slimclr-table1, shared: shown
+        label = f"individual_mocov2_{_w(w)}"  # for reference, not part of the verdict
         us3l.runs[label] = slim.runs[label]
         us3l.rows.append(Row(f"{_w(w)} vs individual MoCo v2", ("us3l_simclr", _w(w)),
-                             (label, None), PAPER["us3l-table1/individual"][w], headline=True))
+                             (label, None), _paper(None, None, note="other base loss: "
+                                                   "reference only")))
 
     dsp = Claim("dspnet-fig5", "DSPNet Fig. 5: one DSPNet-BYOL pre-training vs the same shapes "
                 "pre-trained individually with BYOL",

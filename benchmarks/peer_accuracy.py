@@ -23,7 +23,7 @@ Usage::
 
     python benchmarks/peer_accuracy.py run --side slimssl --seed 0 [--tag NAME --set k=v ...]
     python benchmarks/peer_accuracy.py run --side lightly --seed 0
-    python benchmarks/peer_accuracy.py report
+    python benchmarks/peer_accuracy.py report [--pair slimssl_compile:lightly_paired_compile]
 
 ``run`` writes ``benchmarks/results/peer_accuracy/<tag>_s<seed>.json``; ``report`` gathers them
 into ``benchmarks/results/peer_accuracy.json`` (means, standard errors, wall-time ratios and the
@@ -332,6 +332,22 @@ def cmd_report(args: argparse.Namespace) -> None:
                     s: round(a - paired[s], 2) for s, a in zip(row["seeds"], row["knn200"])
                     if s in paired}
             row["wall_vs_peer"] = row["wall_mean_s"] / peer["wall_mean_s"]
+    for pair in args.pair:  # runs trained at the same time on the same machine: same load
+        a, b = pair.split(":")
+        if a not in table or b not in table:
+            print(f"--pair {pair}: no results for {a if a not in table else b} yet")
+            continue
+        walls = {s: w for s, w in zip(table[b]["seeds"], table[b]["wall_s"])}
+        accs = {s: k for s, k in zip(table[b]["seeds"], table[b]["knn200"])}
+        ratio = {s: round(w / walls[s], 3) for s, w in zip(table[a]["seeds"], table[a]["wall_s"])
+                 if s in walls}
+        table[a][f"wall_vs_{b}_same_seed"] = ratio
+        table[a][f"wall_vs_{b}_mean"] = statistics.fmean(ratio.values()) if ratio else None
+        table[a][f"knn200_minus_{b}_same_seed"] = {
+            s: round(k - accs[s], 2) for s, k in zip(table[a]["seeds"], table[a]["knn200"])
+            if s in accs}
+        print(f"{a} vs {b} (run side by side): wall ratio per seed {ratio}, "
+              f"kNN difference per seed {table[a][f'knn200_minus_{b}_same_seed']}")
     print(f"{'run':28s} {'seeds':8s} {'kNN@200':>16s} {'vs peer':>8s} {'wall s':>8s} {'x peer':>7s}")
     for tag, row in table.items():
         se = f"+-{row['knn200_se']:.2f}" if row["knn200_se"] is not None else ""
@@ -356,6 +372,9 @@ def main() -> None:
     rep = sub.add_parser("report")
     rep.add_argument("--baseline", default="slimssl",
                      help="the slimssl run tag ablations are compared with, seed by seed")
+    rep.add_argument("--pair", action="append", default=[], metavar="A:B",
+                     help="tags A and B ran side by side (same seeds, same time): their "
+                          "per-seed wall ratio A/B and kNN difference A-B")
     rep.set_defaults(fn=cmd_report)
     args = ap.parse_args()
     args.fn(args)

@@ -225,6 +225,20 @@ def test_harness_resume_skip_and_killed_run(tmp_path, monkeypatch, capsys):
     assert "another config than this release resolves" in md and f"{name}: optim.lr" in md
 
 
+def test_wall_time_is_saved_while_a_stage_runs(tmp_path):
+    """A stage killed with its session keeps its wall-time record: ``_run`` calls ``tick``
+    periodically while the command runs, and returns the command's exit status."""
+    import sys
+
+    ticks = []
+    cmd = [sys.executable, "-c", "import time, sys; time.sleep(0.6); sys.exit(3)"]
+    rc = cli_reproduce._run(cmd, tmp_path / "log", threads=1, tick=lambda: ticks.append(1),
+                            every=0.1)
+    assert rc == 3
+    assert len(ticks) >= 3  # ~6 ticks of 0.1 s in a command that sleeps 0.6 s
+    assert "time.sleep(0.6)" in (tmp_path / "log").read_text()  # the command line is logged
+
+
 def test_paper_scale_is_documented_not_run(tmp_path):
     assert main(["reproduce", "all", "--scale", "paper", "--out", str(tmp_path)]) == 2
     assert "ImageNet" in C.scale_table()

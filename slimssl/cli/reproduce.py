@@ -30,9 +30,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from slimssl.eval.claims import CLAIMS, SCALES, RunSpec, Scale
+from slimssl.fileio import atomic_write_text
 
 _LIVE: set[subprocess.Popen] = set()
 _LIVE_LOCK = threading.Lock()
@@ -133,7 +134,11 @@ def config_drift(spec: RunSpec, run_dir: Path) -> list[str]:
     return drift
 
 
-def _run(cmd: list[str], log: Path, threads: int) -> int:
+def _run(cmd: list[str], log: Path, threads: int, tick: Callable[[], None] | None = None,
+         every: float = 30.0) -> int:
+    """Run ``cmd`` to its end, its output appended to ``log``; ``tick()`` every ``every``
+    seconds meanwhile (the caller saves the elapsed time: a run killed with its session keeps
+    all but the last ``every`` seconds of its wall-time record)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with log.open("a") as f:
         f.write(f"\n$ {shlex.join(cmd)}\n")
@@ -142,7 +147,12 @@ def _run(cmd: list[str], log: Path, threads: int) -> int:
         with _LIVE_LOCK:
             _LIVE.add(proc)
         try:
-            return proc.wait()
+            while True:
+                try:
+                    return proc.wait(timeout=every)
+                except subprocess.TimeoutExpired:
+                    if tick is not None:
+                        tick()
         finally:
             with _LIVE_LOCK:
                 _LIVE.discard(proc)
@@ -193,10 +203,14 @@ def run_one(spec: RunSpec, data: str, out: Path, scale: Scale, threads: int) -> 
                                            "switchable", "--recipe", "dspnet", "--no-distill",
                                            "--epochs", str(scale.linear_epochs)]))
         for stage, cmd in stages:
-            t0 = time.perf_counter()
-            rc = _run(cmd, log, threads)
-            timing["seconds"][stage] = timing["seconds"].get(stage, 0.0) + time.perf_counter() - t0
-            timing_path.write_text(json.dumps(timing, indent=2) + "\n")
+            before, t0 = timing["seconds"].get(stage, 0.0), time.perf_counter()
+
+            def save(stage: str = stage, before: float = before, t0: float = t0) -> None:
+                timing["seconds"][stage] = before + time.perf_counter() - t0
+                atomic_write_text(timing_path, json.dumps(timing, indent=2) + "\n")
+
+            rc = _run(cmd, log, threads, tick=save)
+            save()
             if rc != 0:
                 return {"name": spec.name, "status": f"failed: {stage} exit {rc}, see {log}"}
         return {"name": spec.name, "status": "ran"}

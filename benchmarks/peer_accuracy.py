@@ -299,6 +299,12 @@ def cmd_run(args: argparse.Namespace) -> None:
           f"{res['img_per_s']:.1f} img/s -> {out}")
 
 
+def same_seed(row: dict, base: dict, key: str, op) -> dict:
+    """``op(row[key], base[key])`` for every seed both rows have (same-seed comparisons)."""
+    by_seed = dict(zip(base["seeds"], base[key]))
+    return {s: op(v, by_seed[s]) for s, v in zip(row["seeds"], row[key]) if s in by_seed}
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     runs: dict[str, list[dict]] = {}
     for f in sorted(OUT.glob("*.json")):
@@ -327,25 +333,19 @@ def cmd_report(args: argparse.Namespace) -> None:
             # same-seed differences (an ablation run with one seed is compared on that seed)
             base = table.get(args.baseline)
             if base and tag != args.baseline:
-                paired = {s: a for s, a in zip(base["seeds"], base["knn200"])}
-                row[f"knn200_minus_{args.baseline}_same_seed"] = {
-                    s: round(a - paired[s], 2) for s, a in zip(row["seeds"], row["knn200"])
-                    if s in paired}
+                row[f"knn200_minus_{args.baseline}_same_seed"] = same_seed(
+                    row, base, "knn200", lambda x, y: round(x - y, 2))
             row["wall_vs_peer"] = row["wall_mean_s"] / peer["wall_mean_s"]
     for pair in args.pair:  # runs trained at the same time on the same machine: same load
         a, b = pair.split(":")
         if a not in table or b not in table:
             print(f"--pair {pair}: no results for {a if a not in table else b} yet")
             continue
-        walls = {s: w for s, w in zip(table[b]["seeds"], table[b]["wall_s"])}
-        accs = {s: k for s, k in zip(table[b]["seeds"], table[b]["knn200"])}
-        ratio = {s: round(w / walls[s], 3) for s, w in zip(table[a]["seeds"], table[a]["wall_s"])
-                 if s in walls}
+        ratio = same_seed(table[a], table[b], "wall_s", lambda x, y: round(x / y, 3))
         table[a][f"wall_vs_{b}_same_seed"] = ratio
         table[a][f"wall_vs_{b}_mean"] = statistics.fmean(ratio.values()) if ratio else None
-        table[a][f"knn200_minus_{b}_same_seed"] = {
-            s: round(k - accs[s], 2) for s, k in zip(table[a]["seeds"], table[a]["knn200"])
-            if s in accs}
+        table[a][f"knn200_minus_{b}_same_seed"] = same_seed(
+            table[a], table[b], "knn200", lambda x, y: round(x - y, 2))
         print(f"{a} vs {b} (run side by side): wall ratio per seed {ratio}, "
               f"kNN difference per seed {table[a][f'knn200_minus_{b}_same_seed']}")
     print(f"{'run':28s} {'seeds':8s} {'kNN@200':>16s} {'vs peer':>8s} {'wall s':>8s} {'x peer':>7s}")

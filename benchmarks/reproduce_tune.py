@@ -1,0 +1,135 @@
+"""Which settings make the gated baselines of ``slimssl reproduce --scale cpu`` learn (issue 17).
+
+The ``cpu`` preset must let every individually trained baseline end >= 8 kNN points above its
+random initialisation, or its rows say nothing. With the papers' settings, 12 epochs of 5,000
+CIFAR-10 images at batch 128 are enough for MoCo v2 (+8.9 to +10.8) but not for US3L's base loss
+(SimCLR with a momentum teacher, T = 0.5: +5.0 to +7.6) nor for DSPNet's BYOL with LARS (-1.5 to
++2.4). This script trains ONE individual network per variant, exactly as the matrix would
+(``slimssl.eval.claims`` builds the run; ``slimssl reproduce``'s ``run_one`` trains and scores
+it, without the linear probe), with the papers' settings plus the variant's overrides, and
+tabulates kNN@200 against the random-init floor. Cheap shapes stand in for their claim: the
+width-0.5 SimCLR-momentum network (7 min) and the width-0.5 one-block-per-stage BYOL network
+(3.5 min); the chosen settings are then checked on the largest shape.
+
+One seed (0) per variant: a screen, not a verdict (binomial SE of one kNN accuracy over the
+2,000 test images: ~1.1 points). The matrix itself measures the gate on every shape and seed.
+
+Usage::
+
+    python benchmarks/reproduce_tune.py --data ../shared/data/cifar10-jpeg --out runs/tune \
+        [--only NAME,...] [--report]
+
+Writes ``benchmarks/results/reproduce_tune_cpu.{json,md}`` from the runs found in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS_DIR, loadavg, machine_info, write_result  # noqa: E402
+
+from slimssl.cli.reproduce import prepare_data, read_rows, run_one  # noqa: E402
+from slimssl.eval.claims import KNN, RANDOM, SCALES, RunSpec, build_matrix  # noqa: E402
+
+SGD = ("optim.name=sgd", "optim.weight_decay=5e-4")
+#: name -> (the matrix run it modifies, its overrides on top of the papers' settings)
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # US3L's base loss, individual network of width 0.5 (authors' CIFAR config: T 0.5, lr 0.06)
+    "simclr_w0.50 T0.5 (US3L's)": ("individual_simclr_w0.50", ()),
+    "simclr_w0.50 T0.5 lr x4": ("individual_simclr_w0.50", ("optim.lr=0.24",)),
+    "simclr_w0.50 T0.2": ("individual_simclr_w0.50", ("method.temperature=0.2",)),
+    "simclr_w0.50 T0.2 lr x2": ("individual_simclr_w0.50", ("method.temperature=0.2",
+                                                             "optim.lr=0.12")),
+    "simclr_w0.50 T0.2 wd 5e-4": ("individual_simclr_w0.50", ("method.temperature=0.2",
+                                                               "optim.weight_decay=5e-4")),
+    "simclr_w0.50 T0.2 batch 64": ("individual_simclr_w0.50", ("method.temperature=0.2",
+                                                                "data.batch_size=64")),
+    "simclr_w0.50 T0.1": ("individual_simclr_w0.50", ("method.temperature=0.1",)),
+    # DSPNet's BYOL, individual network of width 0.5, one block per stage (DSPNet config: LARS
+    # lr 0.2, tau 0.99 -> 1 cosine)
+    "byol_w0.50_d1111 LARS (DSPNet's)": ("individual_byol_w0.50_d1111", ()),
+    "byol_w0.50_d1111 LARS tau 0.9": ("individual_byol_w0.50_d1111", ("method.momentum=0.9",)),
+    "byol_w0.50_d1111 SGD lr 0.06": ("individual_byol_w0.50_d1111", (*SGD, "optim.lr=0.06")),
+    "byol_w0.50_d1111 SGD lr 0.06 tau 0.9": ("individual_byol_w0.50_d1111",
+                                             (*SGD, "optim.lr=0.06", "method.momentum=0.9")),
+    "byol_w0.50_d1111 SGD lr 0.24 tau 0.9": ("individual_byol_w0.50_d1111",
+                                             (*SGD, "optim.lr=0.24", "method.momentum=0.9")),
+    "byol_w0.50_d1111 SGD lr 0.48": ("individual_byol_w0.50_d1111", (*SGD, "optim.lr=0.48")),
+    "byol_w0.50_d1111 SGD lr 0.48 tau 0.9": ("individual_byol_w0.50_d1111",
+                                             (*SGD, "optim.lr=0.48", "method.momentum=0.9")),
+    "byol_w0.50_d1111 SGD lr 0.96 tau 0.9": ("individual_byol_w0.50_d1111",
+                                             (*SGD, "optim.lr=0.96", "method.momentum=0.9")),
+    "byol_w1.00_d2222 SGD lr 0.48 tau 0.9": ("individual_byol_w1.00_d2222",
+                                             (*SGD, "optim.lr=0.48", "method.momentum=0.9")),
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+def specs() -> dict[str, RunSpec]:
+    """Each variant as a run spec: the matrix run with the papers' settings (no per-scale base-
+    loss overrides) plus the variant's overrides, seed 0."""
+    paper = dataclasses.replace(SCALES["cpu"], simclr_overrides=(), byol_overrides=())
+    _, runs = build_matrix(["all"], paper, seeds=1)
+    out = {}
+    for name, (label, extra) in VARIANTS.items():
+        base = runs[(label, 0)]
+        overrides = tuple(o for o in base.overrides if not o.startswith("train.seed="))
+        out[name] = RunSpec(slug(name), base.config, (*overrides, *extra, "train.seed=0"), 0)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", help="CIFAR-10 ImageFolder (train/, test/); the class-balanced "
+                    "subset of --scale cpu is linked under --out")
+    ap.add_argument("--out", required=True, help="where the runs go (resumable)")
+    ap.add_argument("--only", help="comma-separated variant names (default: all)")
+    ap.add_argument("--report", action="store_true", help="train nothing; tabulate --out")
+    args = ap.parse_args()
+    out = Path(args.out)
+    scale = dataclasses.replace(SCALES["cpu"], linear_epochs=0)
+    todo = specs()
+    if args.only:
+        wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+        unknown = [w for w in wanted if w not in todo]
+        if unknown:
+            raise SystemExit(f"unknown variant {unknown[0]!r}; choose from: {', '.join(todo)}")
+        todo = {k: v for k, v in todo.items() if k in wanted}
+    if not args.report:
+        data = prepare_data(args.data, scale, out)
+        for name, spec in todo.items():
+            print(f"{name}: {run_one(spec, data, out, scale, threads=1)['status']}", flush=True)
+    rows = []
+    for name, spec in specs().items():
+        got = read_rows(out / "runs" / spec.name)
+        if not got or got[0].get(KNN) is None:
+            continue
+        r = got[0]
+        timing = out / "logs" / f"{spec.name}.json"
+        seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else {}
+        rows.append({"variant": name, "run": spec.name, "overrides": VARIANTS[name][1],
+                     "knn": r[KNN], "random_init": r[RANDOM],
+                     "gain": round(r[KNN] - r[RANDOM], 2), "seconds": seconds})
+    result = {"machine": machine_info(1), "loadavg_at_end": loadavg(), "seed": 0,
+              "scale": "cpu (12 epochs, 5,000 images, batch 128, 32 px)", "rows": rows}
+    path = write_result("reproduce_tune_cpu", result)
+    lines = ["| variant | overrides | kNN@200 | random init | gain |", "| :-- | :-- | --: | --: | --: |"]
+    lines += [f"| {r['variant']} | {' '.join(r['overrides']) or '(paper)'} | {r['knn']:.2f} | "
+              f"{r['random_init']:.2f} | {r['gain']:+.2f} |" for r in rows]
+    md = "\n".join(lines) + "\n"
+    (RESULTS_DIR / "reproduce_tune_cpu.md").write_text(md)
+    print(md + f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -162,7 +162,7 @@ SCALES: dict[str, Scale] = {
         seconds="~2.8 h on 2 idle cores, --jobs 2 (estimate)",
         extra=("data.num_workers=0",),
         # US3L's base loss at T = 0.1 instead of the authors' 0.5, in both arms: at 12 epochs
-        # the width-0.5 network trained alone learns +5.0 at T 0.5, +7.6 at 0.2, +8.3 at 0.1
+        # the width-0.5 network trained alone learns +4.15 at T 0.5, +7.6 at 0.2, +8.3 at 0.1
         # (seed 0; benchmarks/reproduce_tune.py, BENCHMARKS.md issue 17); more lr, more weight
         # decay or batch 64 did not help.
         simclr_overrides=("method.temperature=0.1",)),

@@ -19,9 +19,10 @@ et al. 2022):
   with US3L's own base loss (SimCLR with a momentum teacher; the paper column shows the
   table's SimCLR row). The table's individual SimCLR, SimSiam and BYOL networks are within 1.2
   points of each other at 400 epochs, but at the ``cpu`` scale MoCo v2 learns about twice as
-  much as that loss (+10.0 / +10.8 / +8.9 kNN over random init against +5.3 / +5.0 / +7.6),
-  so the individual MoCo v2 runs of ``slimclr-table1`` are shown beside them for reference
-  only (no verdict).
+  much as that loss at the authors' T = 0.5 (+10.0 / +10.8 / +8.9 kNN over random init
+  against +5.3 / +5.0 / +7.6), so the individual MoCo v2 runs of ``slimclr-table1`` are shown
+  beside them for reference only (no verdict). A scale may set that loss's temperature (both
+  arms): ``cpu`` uses T = 0.1 (:attr:`Scale.simclr_overrides`).
 * ``dspnet-fig5`` -- DSPNet Fig. 5 (MobileNet v3, ImageNet, linear): the small desired networks
   of one DSPNet-BYOL pre-training beat the same shapes pre-trained individually with BYOL; the
   largest one is slightly behind. The figure's numbers are not in the text: only the signs.
@@ -332,13 +333,13 @@ def _claims(scale: Scale) -> dict[str, Claim]:
                              ("naive_usnet_simsiam", _w(w)), PAPER["us3l-table1/naive"][w],
                              gate="ours", headline=True))
     # Individual networks trained with US3L's own base loss (SimCLR with a momentum teacher,
-    # T = 0.5): the headline comparison. Group regularisation lambda = 5e-5 is "1/2 weight
-    # decay" (authors' code; recipes/group_reg.py): a network trained alone gets weight decay
-    # 1e-4, the same pull at every channel.
-    # At 12 epochs of 5,000 images this loss learns +5 to +8 kNN points where MoCo v2 learns
-    # +9 to +11 (BENCHMARKS.md, issue 17), so the slides' "within 1.2 points whatever the
-    # method" does not hold at small scale: comparing US3L with MoCo v2 networks would compare
-    # base losses.
+    # T = 0.5, or the scale's simclr_overrides): the headline comparison. Group
+    # regularisation lambda = 5e-5 is "1/2 weight decay" (authors' code; recipes/group_reg.py):
+    # a network trained alone gets weight decay 1e-4, the same pull at every channel.
+    # At 12 epochs of 5,000 images this loss (at T 0.5) learns +5 to +8 kNN points where MoCo
+    # v2 learns +9 to +11 (BENCHMARKS.md, issue 17), so the slides' "within 1.2 points
+    # whatever the method" does not hold at small scale: comparing US3L with MoCo v2 networks
+    # would compare base losses.
     own = (f"model.arch={scale.arch}", "recipe.name=individual", "recipe.group_reg=0",
            "optim.weight_decay=1e-4")
     for w in (1.0, 0.5, 0.25):

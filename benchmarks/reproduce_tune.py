@@ -67,6 +67,9 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
                                              (*SGD, "optim.lr=0.96", "method.momentum=0.9")),
     "byol_w1.00_d2222 SGD lr 0.48 tau 0.9": ("individual_byol_w1.00_d2222",
                                              (*SGD, "optim.lr=0.48", "method.momentum=0.9")),
+    "byol_w1.00_d2222 SGD lr 0.48 tau 0.9 fixed predictor lr": (
+        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.9",
+                                        "method.fix_pred_lr=true")),
     "byol_w1.00_d2222 SGD lr 0.48 tau 0.9 batch 64": (
         "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.9",
                                         "data.batch_size=64")),

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, loadavg, machine_info, write_result  # noqa: E402
 
 from slimssl.cli.reproduce import prepare_data, read_rows, run_one  # noqa: E402
+from slimssl.engine.logging import read_metrics  # noqa: E402
 from slimssl.eval.claims import KNN, RANDOM, SCALES, RunSpec, build_matrix  # noqa: E402
 
 SGD = ("optim.name=sgd", "optim.weight_decay=5e-4")
@@ -86,8 +86,8 @@ def slug(name: str) -> str:
 
 def specs() -> dict[str, RunSpec]:
     """Each variant as a run spec: the matrix run with the papers' settings (no per-scale base-
-    loss overrides) plus the variant's overrides, seed 0."""
-    paper = dataclasses.replace(SCALES["cpu"], simclr_overrides=(), byol_overrides=())
+    loss settings) plus the variant's overrides, seed 0."""
+    paper = dataclasses.replace(SCALES["cpu"], simclr_overrides=())
     _, runs = build_matrix(["all"], paper, seeds=1)
     out = {}
     for name, (label, extra) in VARIANTS.items():
@@ -124,9 +124,7 @@ def main() -> int:
         if not got or got[0].get(KNN) is None:
             continue
         r = got[0]
-        metrics = out / "runs" / spec.name / "metrics.jsonl"
-        epochs = [json.loads(line) for line in metrics.read_text().splitlines()
-                  if '"kind": "epoch"' in line] if metrics.exists() else []
+        epochs = read_metrics(out / "runs" / spec.name, kind="epoch")
         rows.append({"variant": name, "run": spec.name, "overrides": VARIANTS[name][1],
                      "knn": r[KNN], "random_init": r[RANDOM],
                      "gain": round(r[KNN] - r[RANDOM], 2),

@@ -106,11 +106,10 @@ class Scale:
     seconds: str  # the wall-time estimate, for the table
     extra: tuple[str, ...] = ()  # overrides appended to every run (e.g. AMP on a GPU)
     dsp_individual_widths: tuple[float, ...] = (1.0, 0.75, 0.5)
-    # Settings of one base loss at this scale, given to BOTH arms of its claim (so the
-    # comparison stays like for like): US3L's SimCLR-momentum (us3l_simclr and the individual
-    # SimCLR-momentum networks) and DSPNet's BYOL (dspnet_byol and the individual BYOL ones).
+    # Settings of US3L's base loss (SimCLR-momentum) at this scale, given to BOTH arms of
+    # us3l-table1 (us3l_simclr and the individual SimCLR-momentum networks), so the comparison
+    # stays like for like.
     simclr_overrides: tuple[str, ...] = ()
-    byol_overrides: tuple[str, ...] = ()
 
     def table_row(self) -> str:
         imgs = ("all" if self.train_per_class is None else f"{10 * self.train_per_class:,}")
@@ -364,8 +363,7 @@ def _claims(scale: Scale) -> dict[str, Claim]:
     dsp.runs["dspnet_byol"] = ("dspnet_byol_cifar10", (f"model.arch={scale.dsp_arch}",
                                                         f"model.base_width={scale.dsp_base_width}",
                                                         f"recipe.warmup_full_epochs="
-                                                        f"{scale.warmup_epochs}",
-                                                        *scale.byol_overrides))
+                                                        f"{scale.warmup_epochs}"))
     ind_byol = ("recipe.name=individual", "model.widths=[1.0]", "model.depths=null")
     shapes = [(1.0, (2, 2, 2, 2), scale.dsp_arch)] + [
         (w, (1, 1, 1, 1), scale.dsp_small_arch) for w in scale.dsp_individual_widths]
@@ -373,8 +371,7 @@ def _claims(scale: Scale) -> dict[str, Claim]:
         label = f"individual_byol_{_w(w)}_d{''.join(map(str, depth))}"
         base_width = round(w * scale.dsp_base_width)
         dsp.runs[label] = ("dspnet_byol_cifar10",
-                           (f"model.arch={arch}", *ind_byol, f"model.base_width={base_width}",
-                            *scale.byol_overrides))
+                           (f"model.arch={arch}", *ind_byol, f"model.base_width={base_width}"))
         member = f"{_w(w)} d{'-'.join(map(str, depth))}"  # SubnetSpec.label
         paper = PAPER["dspnet-fig5"]["largest" if (w, depth) == (1.0, (2, 2, 2, 2)) else "smaller"]
         dsp.rows.append(Row(member, ("dspnet_byol", member), (label, None), paper, headline=True))

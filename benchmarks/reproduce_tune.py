@@ -50,6 +50,9 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
                                                                "optim.weight_decay=5e-4")),
     "simclr_w0.50 T0.2 batch 64": ("individual_simclr_w0.50", ("method.temperature=0.2",
                                                                 "data.batch_size=64")),
+    "byol_w1.00_d2222 SGD lr 0.48 tau 0.9 24 epochs": (
+        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.9",
+                                        "train.epochs=24")),
     "simclr_w0.50 T0.1": ("individual_simclr_w0.50", ("method.temperature=0.1",)),
     # DSPNet's BYOL, individual network of width 0.5, one block per stage (DSPNet config: LARS
     # lr 0.2, tau 0.99 -> 1 cosine)
@@ -73,6 +76,9 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "byol_w1.00_d2222 SGD lr 0.48 tau 0.9 batch 64": (
         "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.9",
                                         "data.batch_size=64")),
+    "byol_w1.00_d2222 SGD lr 0.48 tau 0.9 24 epochs": (
+        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.9",
+                                        "train.epochs=24")),
     # control: MoCo v2 (the matrix's individual MoCo v2 settings) on the full-size BYOL
     # backbone (ResNet-18, stem 16, two blocks per stage): does that backbone learn at all?
     "mocov2 on byol_w1.00_d2222's backbone": ("individual_mocov2_w1.00",

@@ -100,7 +100,7 @@ def test_matrix_shares_identical_runs_and_names_are_stable():
         C.build_matrix(["slimclr-table2"], scale, 1)
 
 
-def test_base_loss_settings_of_a_scale_reach_both_arms_of_their_claim_only():
+def test_base_loss_settings_of_a_scale_reach_both_arms_of_their_claim_only_and_us3l_its_own():
     scale = dataclasses.replace(C.SCALES["cpu"], simclr_overrides=("method.temperature=0.3",))
     _, runs = C.build_matrix(["all"], scale, seeds=1)
     with_t = {label for (label, _), s in runs.items() if "method.temperature=0.3" in s.overrides}
@@ -110,8 +110,16 @@ def test_base_loss_settings_of_a_scale_reach_both_arms_of_their_claim_only():
     spec = runs[("us3l_simclr", 0)]
     assert spec.overrides.index("method.temperature=0.3") > spec.overrides.index(
         "data.batch_size=128")
+    # the US3L run's own settings (its distillation) reach it alone, after the base loss's
+    scale = dataclasses.replace(scale, us3l_overrides=("method.distill_loss=infonce",))
+    _, runs = C.build_matrix(["all"], scale, seeds=1)
+    assert {label for (label, _), s in runs.items()
+            if "method.distill_loss=infonce" in s.overrides} == {"us3l_simclr"}
+    ov = runs[("us3l_simclr", 0)].overrides
+    assert ov.index("method.distill_loss=infonce") > ov.index("method.temperature=0.3")
     # the other runs are the very same runs (same directories) as without these settings
-    _, plain = C.build_matrix(["all"], dataclasses.replace(scale, simclr_overrides=()), seeds=1)
+    _, plain = C.build_matrix(["all"], dataclasses.replace(scale, simclr_overrides=(),
+                                                           us3l_overrides=()), seeds=1)
     for key in ("slimclr_mocov2", "naive_usnet_simsiam", "individual_mocov2_w0.50",
                 "dspnet_byol"):
         assert runs[(key, 0)].name == plain[(key, 0)].name
@@ -157,7 +165,7 @@ def test_judge_and_markdown_on_hand_made_results(tmp_path):
 
 # ------------------------------------------------------------------------------ the harness
 
-def test_link_subset_is_class_balanced_and_seeded(tmp_path):
+def test_link_subset_is_class_balanced_and_seeded(tmp_path, monkeypatch):
     src = write_image_folder(tmp_path / "src", per_class=10, classes=2, test_per_class=5)
     a = cli_reproduce.link_subset(src, tmp_path / "a", 4, 2)
     b = cli_reproduce.link_subset(src, tmp_path / "b", 4, 2)
@@ -166,6 +174,17 @@ def test_link_subset_is_class_balanced_and_seeded(tmp_path):
             names = sorted(p.name for p in (a / split / cls).iterdir())
             assert len(names) == n
             assert names == sorted(p.name for p in (b / split / cls).iterdir())
+    # linked again (a resumed or a concurrent reproduce on the same --out): the same links
+    assert cli_reproduce.link_subset(src, tmp_path / "a", 4, 2) == a
+    with monkeypatch.context() as m:  # another process made each link after our check
+        m.setattr(cli_reproduce.Path, "exists", lambda self: False)
+        assert cli_reproduce.link_subset(src, tmp_path / "a", 4, 2) == a
+    # a link left dangling (the source moved): a clear error, not a silent bad subset
+    stale = next((a / "train" / "c0").iterdir())
+    stale.unlink()
+    stale.symlink_to(tmp_path / "moved" / stale.name)
+    with pytest.raises(FileExistsError, match="stale; remove that folder"):
+        cli_reproduce.link_subset(src, tmp_path / "a", 4, 2)
     with pytest.raises(ValueError, match="needs --data"):
         cli_reproduce.prepare_data(None, C.SCALES["cpu"], tmp_path)
     with pytest.raises(ValueError, match="ImageFolder"):

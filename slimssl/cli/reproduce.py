@@ -55,7 +55,14 @@ def link_subset(source: Path, dest: Path, train_per_class: int | None,
             for f in files[:n]:
                 link = out / f.name
                 if not link.exists():
-                    link.symlink_to(f.resolve())
+                    try:
+                        link.symlink_to(f.resolve())
+                    except FileExistsError:  # a concurrent reproduce on this --out, or stale
+                        if link.resolve() != f.resolve():
+                            raise FileExistsError(
+                                f"{link} links to {os.readlink(link)}, not {f}: the subset "
+                                f"under {dest} is stale; remove that folder and run again"
+                            ) from None
     return dest
 
 

@@ -22,7 +22,8 @@ et al. 2022):
   much as that loss at the authors' T = 0.5 (+10.0 / +10.8 / +8.9 kNN over random init
   against +5.3 / +5.0 / +7.6), so the individual MoCo v2 runs of ``slimclr-table1`` are shown
   beside them for reference only (no verdict). A scale may set that loss's temperature (both
-  arms): ``cpu`` uses T = 0.1 (:attr:`Scale.simclr_overrides`).
+  arms): ``cpu`` uses T = 0.1 (:attr:`Scale.simclr_overrides`), and with it US3L distils its
+  sub-networks with InfoNCE at that T instead of the cosine (:attr:`Scale.us3l_overrides`).
 * ``dspnet-fig5`` -- DSPNet Fig. 5 (MobileNet v3, ImageNet, linear): the small desired networks
   of one DSPNet-BYOL pre-training beat the same shapes pre-trained individually with BYOL; the
   largest one is slightly behind. The figure's numbers are not in the text: only the signs.
@@ -110,6 +111,9 @@ class Scale:
     # us3l-table1 (us3l_simclr and the individual SimCLR-momentum networks), so the comparison
     # stays like for like.
     simclr_overrides: tuple[str, ...] = ()
+    # Settings of the US3L run alone (its distillation of the sub-networks, which the
+    # individual networks do not have).
+    us3l_overrides: tuple[str, ...] = ()
 
     def table_row(self) -> str:
         imgs = ("all" if self.train_per_class is None else f"{10 * self.train_per_class:,}")
@@ -165,7 +169,15 @@ SCALES: dict[str, Scale] = {
         # the width-0.5 network trained alone learns +4.15 at T 0.5, +7.6 at 0.2, +8.3 at 0.1
         # (seed 0; benchmarks/reproduce_tune.py, BENCHMARKS.md issue 17); more lr, more weight
         # decay or batch 64 did not help.
-        simclr_overrides=("method.temperature=0.1",)),
+        simclr_overrides=("method.temperature=0.1",),
+        # US3L distils with InfoNCE at that T, not the authors' cosine (slides ablation: case
+        # 17 vs 13, 67.4 vs 67.7 at 1.0, 59.5 vs 59.6 at 0.25; guideline 2, "relative
+        # distance"). The gradient of the full network's InfoNCE grows as 1 / T, the cosine's
+        # does not: at T 0.1 the width-0.25 loss pulls the shared channels 0.49x as hard as the
+        # full network's (3.4x at T 0.5; benchmarks/us3l_grad_balance.py), and the members
+        # ended 2.9 / 7.1 kNN points behind networks trained alone at 0.5 / 0.25; with InfoNCE
+        # distillation (7.5x) -0.0 / -0.3 (BENCHMARKS.md, issue 17).
+        us3l_overrides=("method.distill_loss=infonce",)),
     # One GPU: ResNet-18 (CIFAR stem) at 32 px on every CIFAR-10 image, bf16 + channels_last.
     "gpu": Scale(
         name="gpu", arch="resnet18", base_width=64, dsp_arch="resnet18", dsp_base_width=64,
@@ -325,7 +337,8 @@ def _claims(scale: Scale) -> dict[str, Claim]:
                  ("US3L", "baseline"), [])
     us_model = (f"model.arch={scale.arch}", f"model.base_width={scale.base_width}",
                 f"model.widths=[{', '.join(map(str, widths))}]")
-    us3l.runs["us3l_simclr"] = ("us3l_simclr_cifar10", (*us_model, *scale.simclr_overrides))
+    us3l.runs["us3l_simclr"] = ("us3l_simclr_cifar10", (*us_model, *scale.simclr_overrides,
+                                                          *scale.us3l_overrides))
     us3l.runs["naive_usnet_simsiam"] = ("usnet_simsiam_cifar10", us_model)
     for w in widths:
         us3l.rows.append(Row(f"{_w(w)} vs naive US-Net+SimSiam", ("us3l_simclr", _w(w)),

@@ -50,9 +50,6 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
                                                                "optim.weight_decay=5e-4")),
     "simclr_w0.50 T0.2 batch 64": ("individual_simclr_w0.50", ("method.temperature=0.2",
                                                                 "data.batch_size=64")),
-    "byol_w1.00_d2222 SGD lr 0.48 tau 0.9 24 epochs": (
-        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.9",
-                                        "train.epochs=24")),
     "simclr_w0.50 T0.1": ("individual_simclr_w0.50", ("method.temperature=0.1",)),
     # DSPNet's BYOL, individual network of width 0.5, one block per stage (DSPNet config: LARS
     # lr 0.2, tau 0.99 -> 1 cosine)

@@ -40,7 +40,8 @@ from slimssl.nn.spec import SubnetSpec
 
 
 def measure(run_dir: Path, batches: int, widths: list[float]) -> dict:
-    """Per width: mean and SE over ``batches`` of ||grad theta_wmin|| of its loss alone."""
+    """Per width: mean and SE over ``batches`` of ||grad theta_wmin|| of its loss alone, and
+    that mean over the full network's."""
     cfg = load_config(run_dir / "config.yaml")
     ckpt = list_checkpoints(run_dir / "checkpoints")[-1]
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,12 +67,9 @@ def measure(run_dir: Path, batches: int, widths: list[float]) -> dict:
     def stats(xs: list[float]) -> tuple[float, float]:
         return statistics.fmean(xs), statistics.stdev(xs) / len(xs) ** 0.5
 
-    full = norms[max(widths)]
-    rows = {}
-    for w in widths:
-        ratio = [f / s for f, s in zip(full, norms[w])]
-        rows[f"{w:.2f}"] = {"grad_wmin": stats(norms[w]), "loss": stats(losses[w]),
-                            "full_over_this": stats(ratio)}
+    full = statistics.fmean(norms[max(widths)])
+    rows = {f"{w:.2f}": {"grad_wmin": stats(norms[w]), "loss": stats(losses[w]),
+                         "over_full": statistics.fmean(norms[w]) / full} for w in widths}
     return {"run": run_dir.name, "checkpoint": ckpt.name,
             "temperature": cfg.method.temperature, "distill_loss": cfg.method.distill_loss,
             "batches": batches, "widths": rows}
@@ -89,13 +87,13 @@ def main() -> None:
     torch.manual_seed(0)
     t0 = time.time()
     results = [measure(r, args.batches, widths) for r in args.runs]
-    print("| run | T | distillation | width | loss | ||g wmin|| | full / this |")
+    print("| run | T | distillation | width | loss | ||g wmin|| | this / full |")
     print("| :-- | --: | :-- | --: | --: | --: | --: |")
     for r in results:
         for w, row in r["widths"].items():
-            (g, g_se), (lo, _), (q, q_se) = row["grad_wmin"], row["loss"], row["full_over_this"]
+            (g, g_se), (lo, _) = row["grad_wmin"], row["loss"]
             print(f"| {r['run']} | {r['temperature']:g} | {r['distill_loss']} | {w} | {lo:.3f} "
-                  f"| {g:.2e} ± {g_se:.1e} | {q:.2f} ± {q_se:.2f} |")
+                  f"| {g:.2e} ± {g_se:.1e} | {row['over_full']:.3f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"cpu": platform.processor() or platform.machine(), "threads":
                torch.get_num_threads(), "seconds": round(time.time() - t0, 1),
@@ -117,8 +115,7 @@ def plot(results: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
         ws = sorted(r["widths"], key=float)
-        full = r["widths"][ws[-1]]["grad_wmin"][0]
-        ys = [r["widths"][w]["grad_wmin"][0] / full for w in ws]
+        ys = [r["widths"][w]["over_full"] for w in ws]
         ax.plot([float(w) for w in ws], ys, marker="o",
                 label=f"T {r['temperature']:g}, {r['distill_loss']} ({r['run']})")
     ax.set_yscale("log")

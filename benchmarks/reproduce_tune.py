@@ -76,6 +76,20 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "byol_w1.00_d2222 SGD lr 0.48 tau 0.9 24 epochs": (
         "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.9",
                                         "train.epochs=24")),
+    # why the deeper network lags (+2.1 where the one-block width-0.5 one learns +8.4): the
+    # target's momentum BN (Momentum^2 Teacher: batch statistics fade into running ones over
+    # the run), or a target that trails too far behind for 468 steps
+    "byol_w1.00_d2222 SGD lr 0.48 tau 0.9 plain target BN": (
+        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.9",
+                                        "method.momentum_bn=false")),
+    "byol_w1.00_d2222 SGD lr 0.48 tau 0.8": (
+        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.8")),
+    "byol_w1.00_d2222 SGD lr 0.48 tau 0.8 plain target BN": (
+        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.8",
+                                        "method.momentum_bn=false")),
+    "byol_w1.00_d2222 SGD lr 0.48 tau 0.6 plain target BN": (
+        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.6",
+                                        "method.momentum_bn=false")),
     # control: MoCo v2 (the matrix's individual MoCo v2 settings) on the full-size BYOL
     # backbone (ResNet-18, stem 16, two blocks per stage): does that backbone learn at all?
     "mocov2 on byol_w1.00_d2222's backbone": ("individual_mocov2_w1.00",

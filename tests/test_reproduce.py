@@ -123,6 +123,14 @@ def test_base_loss_settings_of_a_scale_reach_both_arms_of_their_claim_only_and_u
     for key in ("slimclr_mocov2", "naive_usnet_simsiam", "individual_mocov2_w0.50",
                 "dspnet_byol"):
         assert runs[(key, 0)].name == plain[(key, 0)].name
+    # BYOL's settings reach both arms of dspnet-fig5 and nothing else
+    scale = dataclasses.replace(scale, byol_overrides=("method.momentum=0.7",))
+    _, runs = C.build_matrix(["all"], scale, seeds=1)
+    assert {label for (label, _), s in runs.items() if "method.momentum=0.7" in s.overrides} == {
+        "dspnet_byol", "individual_byol_w1.00_d2222", "individual_byol_w1.00_d1111",
+        "individual_byol_w0.75_d1111", "individual_byol_w0.50_d1111"}
+    ov = runs[("dspnet_byol", 0)].overrides
+    assert ov.index("method.momentum=0.7") > ov.index("data.batch_size=128")
 
 
 def test_judge_and_markdown_on_hand_made_results(tmp_path):

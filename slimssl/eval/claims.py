@@ -114,6 +114,9 @@ class Scale:
     # Settings of the US3L run alone (its distillation of the sub-networks, which the
     # individual networks do not have).
     us3l_overrides: tuple[str, ...] = ()
+    # Settings of DSPNet's base loss (BYOL: optimizer, target momentum, epochs) at this scale,
+    # given to BOTH arms of dspnet-fig5 (the DSPNet run and the individual BYOL networks).
+    byol_overrides: tuple[str, ...] = ()
 
     def table_row(self) -> str:
         imgs = ("all" if self.train_per_class is None else f"{10 * self.train_per_class:,}")
@@ -376,7 +379,8 @@ def _claims(scale: Scale) -> dict[str, Claim]:
     dsp.runs["dspnet_byol"] = ("dspnet_byol_cifar10", (f"model.arch={scale.dsp_arch}",
                                                         f"model.base_width={scale.dsp_base_width}",
                                                         f"recipe.warmup_full_epochs="
-                                                        f"{scale.warmup_epochs}"))
+                                                        f"{scale.warmup_epochs}",
+                                                        *scale.byol_overrides))
     ind_byol = ("recipe.name=individual", "model.widths=[1.0]", "model.depths=null")
     shapes = [(1.0, (2, 2, 2, 2), scale.dsp_arch)] + [
         (w, (1, 1, 1, 1), scale.dsp_small_arch) for w in scale.dsp_individual_widths]
@@ -384,7 +388,8 @@ def _claims(scale: Scale) -> dict[str, Claim]:
         label = f"individual_byol_{_w(w)}_d{''.join(map(str, depth))}"
         base_width = round(w * scale.dsp_base_width)
         dsp.runs[label] = ("dspnet_byol_cifar10",
-                           (f"model.arch={arch}", *ind_byol, f"model.base_width={base_width}"))
+                           (f"model.arch={arch}", *ind_byol, f"model.base_width={base_width}",
+                            *scale.byol_overrides))
         member = f"{_w(w)} d{'-'.join(map(str, depth))}"  # SubnetSpec.label
         paper = PAPER["dspnet-fig5"]["largest" if (w, depth) == (1.0, (2, 2, 2, 2)) else "smaller"]
         dsp.rows.append(Row(member, ("dspnet_byol", member), (label, None), paper, headline=True))

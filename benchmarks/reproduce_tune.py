@@ -104,7 +104,7 @@ def slug(name: str) -> str:
 def specs() -> dict[str, RunSpec]:
     """Each variant as a run spec: the matrix run with the papers' settings (no per-scale base-
     loss settings) plus the variant's overrides, seed 0."""
-    paper = dataclasses.replace(SCALES["cpu"], simclr_overrides=())
+    paper = dataclasses.replace(SCALES["cpu"], simclr_overrides=(), byol_overrides=())
     _, runs = build_matrix(["all"], paper, seeds=1)
     out = {}
     for name, (label, extra) in VARIANTS.items():

@@ -121,9 +121,12 @@ class Scale:
     def table_row(self) -> str:
         imgs = ("all" if self.train_per_class is None else f"{10 * self.train_per_class:,}")
         test = ("all" if self.test_per_class is None else f"{10 * self.test_per_class:,}")
+        epochs = str(self.epochs) + "".join(f" (DSPNet {o.split('=', 1)[1]})"
+                                            for o in self.byol_overrides
+                                            if o.startswith("train.epochs="))
         return (f"| {self.name} | {self.arch} (stem {self.base_width}); DSPNet {self.dsp_arch} "
                 f"(stem {self.dsp_base_width}) | {self.image_size} px | {imgs} / {test} | "
-                f"{self.epochs} | {self.batch} | "
+                f"{epochs} | {self.batch} | "
                 f"{'fast, ' + str(self.linear_epochs) + ' ep' if self.linear_epochs else 'no'} | "
                 f"{self.seconds} |")
 

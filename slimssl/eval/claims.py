@@ -190,7 +190,8 @@ SCALES: dict[str, Scale] = {
         # kNN points); with SGD the one-block width-0.5 network learns +8.4 in 12 epochs, but
         # the full-size ResNet-18 at most +6.7 (tau 0.8) whatever else was tried, and +6.75 in
         # 24 epochs at tau 0.9 (seed 0; benchmarks/reproduce_tune.py, BENCHMARKS.md issue 17).
-        # The target keeps DSPNet's momentum BN (plain BN did no better: +4.4 / +2.4).
+        # The target keeps DSPNet's momentum BN (plain BN: +4.4 at tau 0.9 where momentum BN
+        # gave +2.1, but +2.35 at tau 0.8 where it gave +6.7).
         byol_overrides=("optim.name=sgd", "optim.weight_decay=5e-4", "optim.lr=0.48",
                         "method.momentum=0.8", "train.epochs=24")),
     # One GPU: ResNet-18 (CIFAR stem) at 32 px on every CIFAR-10 image, bf16 + channels_last.

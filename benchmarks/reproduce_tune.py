@@ -38,6 +38,8 @@ from slimssl.engine.logging import read_metrics  # noqa: E402
 from slimssl.eval.claims import KNN, RANDOM, SCALES, RunSpec, build_matrix  # noqa: E402
 
 SGD = ("optim.name=sgd", "optim.weight_decay=5e-4")
+SGD_48 = (*SGD, "optim.lr=0.48")  # the best rate for the one-block network (rows below)
+FULL_BYOL = "individual_byol_w1.00_d2222"
 #: name -> (the matrix run it modifies, its overrides on top of the papers' settings)
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # US3L's base loss, individual network of width 0.5 (authors' CIFAR config: T 0.5, lr 0.06)
@@ -65,31 +67,24 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
                                              (*SGD, "optim.lr=0.48", "method.momentum=0.9")),
     "byol_w0.50_d1111 SGD lr 0.96 tau 0.9": ("individual_byol_w0.50_d1111",
                                              (*SGD, "optim.lr=0.96", "method.momentum=0.9")),
-    "byol_w1.00_d2222 SGD lr 0.48 tau 0.9": ("individual_byol_w1.00_d2222",
-                                             (*SGD, "optim.lr=0.48", "method.momentum=0.9")),
+    "byol_w1.00_d2222 SGD lr 0.48 tau 0.9": (FULL_BYOL, (*SGD_48, "method.momentum=0.9")),
     "byol_w1.00_d2222 SGD lr 0.48 tau 0.9 fixed predictor lr": (
-        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.9",
-                                        "method.fix_pred_lr=true")),
+        FULL_BYOL, (*SGD_48, "method.momentum=0.9", "method.fix_pred_lr=true")),
     "byol_w1.00_d2222 SGD lr 0.48 tau 0.9 batch 64": (
-        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.9",
-                                        "data.batch_size=64")),
+        FULL_BYOL, (*SGD_48, "method.momentum=0.9", "data.batch_size=64")),
     "byol_w1.00_d2222 SGD lr 0.48 tau 0.9 24 epochs": (
-        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.9",
-                                        "train.epochs=24")),
+        FULL_BYOL, (*SGD_48, "method.momentum=0.9", "train.epochs=24")),
     # why the deeper network lags (+2.1 where the one-block width-0.5 one learns +8.4): the
     # target's momentum BN (Momentum^2 Teacher: batch statistics fade into running ones over
     # the run), or a target that trails too far behind for 468 steps
     "byol_w1.00_d2222 SGD lr 0.48 tau 0.9 plain target BN": (
-        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.9",
-                                        "method.momentum_bn=false")),
+        FULL_BYOL, (*SGD_48, "method.momentum=0.9", "method.momentum_bn=false")),
     "byol_w1.00_d2222 SGD lr 0.48 tau 0.8": (
-        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.8")),
+        FULL_BYOL, (*SGD_48, "method.momentum=0.8")),
     "byol_w1.00_d2222 SGD lr 0.48 tau 0.8 plain target BN": (
-        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.8",
-                                        "method.momentum_bn=false")),
+        FULL_BYOL, (*SGD_48, "method.momentum=0.8", "method.momentum_bn=false")),
     "byol_w1.00_d2222 SGD lr 0.48 tau 0.6 plain target BN": (
-        "individual_byol_w1.00_d2222", (*SGD, "optim.lr=0.48", "method.momentum=0.6",
-                                        "method.momentum_bn=false")),
+        FULL_BYOL, (*SGD_48, "method.momentum=0.6", "method.momentum_bn=false")),
     # control: MoCo v2 (the matrix's individual MoCo v2 settings) on the full-size BYOL
     # backbone (ResNet-18, stem 16, two blocks per stage): does that backbone learn at all?
     "mocov2 on byol_w1.00_d2222's backbone": ("individual_mocov2_w1.00",

@@ -296,3 +296,33 @@ def test_dynamic_stages_hand_values_and_bad_input():
     assert dynamic_stages(0.6, 0.6) == (0.6, 0.6, 0.6, 0.6)
     with pytest.raises(ValueError, match="w_min <= w_max"):
         dynamic_stages(0.8, 0.5)
+
+
+def test_dspnet_mean_reduction_moves_weights_a_quarter_as_far_as_the_sum(tmp_path):
+    """``recipe.loss_reduction=mean`` divides each of the K = 4 DN losses by 4; with plain SGD
+    (no momentum history, no weight decay) the first step's update of every weight is then
+    exactly a quarter of Eq. 5's, by hand: delta = lr * grad."""
+    deltas = {}
+    for reduction in ("sum", "mean"):
+        torch.manual_seed(0)
+        cfg = Config.from_dict({**copy.deepcopy(BASE), **dict(
+            model=dict(arch="resnet18", base_width=8, widths=[1.0, 0.5], norm="switchable",
+                       depths=[[2, 2, 2, 2], [1, 1, 1, 1], [1, 2, 1, 2]]),
+            method=dict(name="byol", proj_hidden=16, proj_dim=8, pred_hidden=16),
+            recipe=dict(name="dspnet", num_sampled=4, warmup_full_epochs=0,
+                        loss_reduction=reduction),
+            optim=dict(name="sgd", lr=0.5, weight_decay=0.0, warmup_epochs=0))})
+        trainer = Trainer(cfg, tmp_path / reduction, progress="off")
+        images, _ = next(iter(trainer.loader))
+        before = [p.detach().clone() for p in trainer.method.online.backbone.parameters()]
+        log = trainer.train_step(images, 0.0)
+        assert log["num_subnets"] == 4
+        deltas[reduction] = torch.cat([(p.detach() - b).flatten() for p, b in
+                                       zip(trainer.method.online.backbone.parameters(), before)])
+    # float32 rounding of p + delta: compare where the step is well above the weights' ulp
+    moved = deltas["sum"].abs() > 1e-4
+    assert moved.sum() > 1000
+    torch.testing.assert_close(deltas["mean"][moved] * 4, deltas["sum"][moved], rtol=1e-3,
+                               atol=1e-6)
+    with pytest.raises(ConfigError, match="loss_reduction"):
+        Config.from_dict({"recipe": {"name": "dspnet", "loss_reduction": "avg"}})

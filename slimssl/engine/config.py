@@ -238,6 +238,9 @@ class RecipeConfig:
     update_mode: Optional[str] = choice(None, "sum", "accumulate", "step_per_subnet")
     # dspnet: epochs during which only the largest network trains (the paper uses 10)
     warmup_full_epochs: float = 0.0
+    # dspnet: the step's DN losses summed (DSPNet Eq. 5) or averaged (each / K; not the
+    # paper's: a control for the lr the shared weights see, recipes/dspnet.py)
+    loss_reduction: str = choice("sum", "sum", "mean")
     # us3l: the sampled width range grows in stages towards the smallest width (US3L dynamic
     # sampling)
     dynamic_sampling: bool = False

@@ -12,6 +12,13 @@ weights (Eq. 5), and DSPNet back-propagates each one as soon as it is computed (
 update mode, Sec. 4.1: memory of one network). During the first warm-up epochs (10, Sec. 5.1.1:
 "we constrain the online encoder to be deployed at full scale at the first 10 warm-up epochs")
 only the whole network trains.
+
+``loss_reduction``: ``sum`` is Eq. 5. ``mean`` divides each DN's loss by the number of DNs of
+the step, so that the shared weights move as they would under one loss at the same lr (the
+warm-up's single loss is unchanged). It is not the paper's; it exists to test whether the sum
+of K losses at a rate chosen for one network is why the small DNs of ``slimssl reproduce
+dspnet-fig5 --scale cpu`` end below their individually trained twins
+(``benchmarks/dspnet_cause.py``, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class DSPNet(Recipe):
         k: DNs per iteration (4); capped at the family size.
         warmup_full_epochs: epochs during which only the largest DN trains (10).
         seed: sampler seed (the config seed: identical on every rank).
+        loss_reduction: ``sum`` (Eq. 5) or ``mean`` over the step's DNs (module docstring).
     """
 
     name = "dspnet"
@@ -51,7 +59,8 @@ class DSPNet(Recipe):
     @classmethod
     def from_config(cls, cfg: Any, model: Any) -> "DSPNet":
         r = cfg.recipe
-        return cls(model.family(), r.num_sampled, r.warmup_full_epochs, cfg.train.seed)
+        return cls(model.family(), r.num_sampled, r.warmup_full_epochs, cfg.train.seed,
+                   r.loss_reduction)
 
     def teacher_index(self, specs: list[SubnetSpec]) -> int | None:
         """None: the full-size EMA target is the teacher of all (Sec. 4.2), not an online
@@ -59,7 +68,11 @@ class DSPNet(Recipe):
         return None
 
     def __init__(self, family: Sequence[SubnetSpec], k: int = 4, warmup_full_epochs: float = 10.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, loss_reduction: str = "sum") -> None:
+        if loss_reduction not in ("sum", "mean"):
+            raise ValueError(f"recipe.loss_reduction must be 'sum' (DSPNet Eq. 5) or 'mean', "
+                             f"got {loss_reduction!r}")
+        self.loss_reduction = loss_reduction
         members = list(family)
         self.sampler = Sandwich(members, min(k, len(members)), key=member_size, seed=seed)
         self.warmup_full_epochs = warmup_full_epochs
@@ -71,7 +84,7 @@ class DSPNet(Recipe):
 
     def subnet_loss(self, index: int, specs: list[SubnetSpec], out: SubnetOutput,
                     teacher: SubnetOutput | None) -> torch.Tensor:
-        return out.loss
+        return out.loss / len(specs) if self.loss_reduction == "mean" else out.loss
 
     def state_dict(self) -> dict[str, Any]:
         return {"sampler": self.sampler.state_dict()}

@@ -1,0 +1,237 @@
+"""Why DSPNet's small desired networks lose to their individually trained twins at ``--scale cpu``
+(issue 17: "if a claim disagrees, look for the cause").
+
+``slimssl reproduce dspnet-fig5 --scale cpu`` (2 seeds) found the width-0.75 one-block DN 2.5 +-
+1.2 kNN points below the same shape trained alone with BYOL (DSPNet Fig. 5: a minor gain), the
+other small DNs -1.6 / -1.9. Both arms use the same optimizer (SGD, lr 0.48 x 128/256, chosen
+for ONE network, ``Scale.byol_overrides``), but DSPNet sums K = 4 BYOL losses per step (Eq. 5),
+and every DN's loss reaches the weights the smallest DN uses. Two hypotheses:
+
+* **lr**: the shared weights take up to K times the step a network trained alone takes, i.e. a
+  too-large rate for them. Then averaging the K losses (``recipe.loss_reduction=mean``: the
+  same direction, 1/K of the step after the one-epoch warm-up) should close the gap.
+* **updates**: of the 12 DNs only the largest and the smallest train every step; each other DN
+  gets its own loss in 1 step of 5. That would hurt the middle DNs (w1.0 d1111, w0.75 d1111),
+  not the smallest (w0.5 d1111), which trains every step.
+
+Two parts, both on the matrix's own runs:
+
+``grad``: from a DSPNet run's last checkpoint, for a few training batches, the gradient of each
+of the measured DNs' BYOL loss alone on the weights the smallest DN uses, their norms and
+pairwise cosines, and ``||sum of the K losses' gradients|| / mean ||one DN's gradient||``: the
+factor by which Eq. 5 scales the step on those weights (K when the gradients are parallel,
+sqrt(K) when orthogonal). Nothing is trained or written to the run.
+
+``train``: the matrix's DSPNet run (same config, overrides, seeds, data) with one variant's
+overrides on top, into ``--out``; ``report`` then judges the variant against the matrix's own
+individually trained BYOL networks with the verdict rule of ``slimssl reproduce``
+(``slimssl.eval.claims.judge``), next to the matrix's DSPNet (Eq. 5) rows.
+
+Usage::
+
+    python benchmarks/dspnet_cause.py grad /work/claims_cpu/runs/dspnet_byol-s0-* --batches 8
+    python benchmarks/dspnet_cause.py train --variant mean --seed 0 \
+        --data ../shared/data/cifar10-jpeg --out runs/dspnet_cause
+    python benchmarks/dspnet_cause.py report --out runs/dspnet_cause --matrix runs/claims_cpu
+
+Writes ``benchmarks/results/dspnet_grad_balance.json`` (grad) and
+``benchmarks/results/dspnet_cause_cpu.{json,md}`` (report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS_DIR, loadavg, machine_info, write_result  # noqa: E402
+
+import torch  # noqa: E402
+
+from slimssl.cli.reproduce import count_queries, prepare_data, read_rows, run_one  # noqa: E402
+from slimssl.eval.claims import KNN, LINEAR, SCALES, RunSpec, build_matrix, judge  # noqa: E402
+
+#: variant -> overrides on top of the matrix's DSPNet run
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "mean": ("recipe.loss_reduction=mean",),
+}
+DSP = "dspnet_byol"
+
+
+def variant_spec(variant: str, seed: int) -> RunSpec:
+    _, runs = build_matrix(["dspnet-fig5"], SCALES["cpu"], seeds=seed + 1)
+    base = runs[(DSP, seed)]
+    return RunSpec(f"{DSP}_{variant}", base.config, (*base.overrides, *VARIANTS[variant]), seed)
+
+
+# ------------------------------------------------------------------------------------ train
+def train(args: argparse.Namespace) -> None:
+    scale = SCALES["cpu"]
+    data = prepare_data(args.data, scale, Path(args.out))
+    spec = variant_spec(args.variant, args.seed)
+    t0 = time.time()
+    status = run_one(spec, data, Path(args.out), scale, threads=1)["status"]
+    print(f"{spec.name}: {status} ({time.time() - t0:.0f} s)", flush=True)
+
+
+# ----------------------------------------------------------------------------------- report
+def report(args: argparse.Namespace) -> None:
+    scale = SCALES["cpu"]
+    claims, runs = build_matrix(["dspnet-fig5"], scale, seeds=args.seeds)
+    results = {key: read_rows(Path(args.matrix) / "runs" / spec.name)
+               for key, spec in runs.items()}
+    tables = {"eq5_sum (matrix)": claims}
+    for variant in VARIANTS:
+        label = f"{DSP}_{variant}"
+        for seed in range(args.seeds):
+            spec = variant_spec(variant, seed)
+            results[(label, seed)] = read_rows(Path(args.out) / "runs" / spec.name)
+        claim = copy.deepcopy(claims["dspnet-fig5"])
+        claim.rows = [type(r)(r.member, (label, r.ours[1]), r.base, r.paper, r.gate, r.headline)
+                      for r in claim.rows]
+        tables[variant] = {"dspnet-fig5": claim}
+    queries = count_queries(str(next(Path(args.matrix, "data").iterdir())))
+    judged = {name: judge(c, results, args.seeds, queries)["dspnet-fig5"]
+              for name, c in tables.items()}
+    lines = ["| DSPNet losses | member | DSPNet kNN | individual kNN | kNN d +- SE | verdict "
+             "| DSPNet linear | individual linear | linear d +- SE |",
+             "| :-- | :-- | --: | --: | --: | :-- | --: | --: | --: |"]
+
+    def ms(stats: dict) -> str:
+        vals = stats["values"]
+        return (" / ".join(f"{v:.1f}" for v in vals) + f" (mean {stats['mean']:.1f})"
+                if vals else "n/a")
+
+    for name, j in judged.items():
+        for r in j["rows"]:
+            k, lin = r["verdict"][KNN], r["verdict"].get(LINEAR, {})
+
+            def dse(v: dict) -> str:
+                return "n/a" if v.get("d") is None else f"{v['d']:+.1f} +- {v['se']:.1f}"
+            lines.append(f"| {name} | {r['member']} | {ms(r['ours'][KNN])} | {ms(r['base'][KNN])}"
+                         f" | {dse(k)} | {k['verdict']} | {ms(r['ours'][LINEAR])} | "
+                         f"{ms(r['base'][LINEAR])} | {dse(lin)} |")
+    md = "\n".join(lines) + "\n"
+    result = {"machine": machine_info(1), "loadavg_at_end": loadavg(), "seeds": args.seeds,
+              "queries": queries, "variants": {k: list(v) for k, v in VARIANTS.items()},
+              "judged": judged}
+    print(md, end="")
+    write_result("dspnet_cause_cpu", result)
+    (RESULTS_DIR / "dspnet_cause_cpu.md").write_text(md)
+
+
+# ------------------------------------------------------------------------------------- grad
+def _flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                      for p in params])
+
+
+def measure(run_dir: Path, batches: int) -> dict:
+    """Per measured DN: ||g|| of its loss alone on the smallest DN's weights; pairwise cosines;
+    and the Eq. 5 step factor over sampled sets of K DNs."""
+    from slimssl.engine.checkpoint import list_checkpoints
+    from slimssl.engine.config import load_config
+    from slimssl.engine.trainer import Trainer
+
+    cfg = load_config(run_dir / "config.yaml")
+    ckpt = list_checkpoints(run_dir / "checkpoints")[-1]
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, Path(tmp) / "run", resume=str(ckpt), progress="off")
+        method, recipe = trainer.method, trainer.recipe
+        method.train()
+        params = [p for p in method.online.backbone.parameters() if p.requires_grad]
+        family = sorted(trainer.backbone.family(), key=lambda s: (s.width, sum(s.depth or ())))
+        smallest, largest = family[0], family[-1]
+        measured = [largest] + [s for s in family if s.depth is not None
+                                and all(d == 1 for d in s.depth)][::-1]
+        norms = {s.label: [] for s in measured}
+        cos = {f"{a.label} | {b.label}": [] for a, b in itertools.combinations(measured, 2)}
+        factor, single_norms = [], []
+        for i, (images, _labels) in enumerate(trainer.loader):
+            if i == batches:
+                break
+            views = trainer.draw_views(images)
+            keys = method.target_forward(views)
+            grads = {}
+            for spec in family:
+                method.zero_grad(set_to_none=True)
+                method.subnet_forward(views, spec, keys).loss.backward()
+                grads[spec] = _flat_grad(params)
+            mask = grads[smallest] != 0   # the weights the smallest DN uses
+            g = {s: v[mask] for s, v in grads.items()}
+            for s in measured:
+                norms[s.label].append(float(g[s].norm()))
+            for a, b in itertools.combinations(measured, 2):
+                cos[f"{a.label} | {b.label}"].append(float(torch.nn.functional.cosine_similarity(
+                    g[a], g[b], dim=0)))
+            for _ in range(4):   # the recipe's own sandwich draws: largest, smallest, 2 others
+                specs = recipe.sampler.sample()
+                total = torch.stack([g[s] for s in specs]).sum(0)
+                each = statistics.fmean(float(g[s].norm()) for s in specs)
+                factor.append(float(total.norm()) / each)
+                single_norms.append(each)
+        method.zero_grad(set_to_none=True)
+
+    def stats(xs: list[float]) -> dict:
+        return {"mean": statistics.fmean(xs),
+                "se": statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else math.nan}
+
+    return {"run": run_dir.name, "checkpoint": ckpt.name, "batches": batches,
+            "k": len(specs), "shared_weights": int(mask.sum()),
+            "norms": {k: stats(v) for k, v in norms.items()},
+            "cosines": {k: stats(v) for k, v in cos.items()},
+            "eq5_step_factor": stats(factor)}
+
+
+def grad(args: argparse.Namespace) -> None:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    t0 = time.time()
+    results = [measure(Path(r), args.batches) for r in args.runs]
+    for r in results:
+        print(f"## {r['run']} ({r['checkpoint']}, {r['batches']} batches, "
+              f"{r['shared_weights']:,} weights of the smallest DN)")
+        for k, v in r["norms"].items():
+            print(f"  ||g|| {k}: {v['mean']:.3e} +- {v['se']:.1e}")
+        for k, v in r["cosines"].items():
+            print(f"  cos {k}: {v['mean']:+.3f} +- {v['se']:.3f}")
+        f = r["eq5_step_factor"]
+        print(f"  ||sum of K={r['k']} grads|| / mean ||grad||: {f['mean']:.2f} +- {f['se']:.2f} "
+              f"(parallel: {r['k']}, orthogonal: {math.sqrt(r['k']):.2f})")
+    payload = {"machine": machine_info(1), "loadavg_at_end": loadavg(),
+               "seconds": round(time.time() - t0, 1),
+               "command": "python benchmarks/dspnet_cause.py grad "
+               + " ".join(str(r) for r in args.runs) + f" --batches {args.batches}",
+               "runs": results}
+    write_result("dspnet_grad_balance", payload)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="the matrix's DSPNet run with a variant's overrides")
+    t.add_argument("--variant", choices=sorted(VARIANTS), required=True)
+    t.add_argument("--seed", type=int, required=True)
+    t.add_argument("--data", required=True, help="CIFAR-10 ImageFolder (train/, test/)")
+    t.add_argument("--out", required=True, help="where the variant runs go (resumable)")
+    r = sub.add_parser("report", help="judge the variants against the matrix's baselines")
+    r.add_argument("--out", required=True)
+    r.add_argument("--matrix", required=True, help="the --out of slimssl reproduce --scale cpu")
+    r.add_argument("--seeds", type=int, default=2)
+    g = sub.add_parser("grad", help="per-DN gradients on the smallest DN's weights")
+    g.add_argument("runs", nargs="+", help="DSPNet run directories")
+    g.add_argument("--batches", type=int, default=8)
+    args = ap.parse_args()
+    {"train": train, "report": report, "grad": grad}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

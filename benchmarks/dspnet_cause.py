@@ -101,9 +101,9 @@ def report(args: argparse.Namespace) -> None:
     queries = count_queries(str(next(Path(args.matrix, "data").iterdir())))
     judged = {name: judge(c, results, args.seeds, queries)["dspnet-fig5"]
               for name, c in tables.items()}
-    lines = ["| DSPNet losses | member | DSPNet kNN | individual kNN | kNN d +- SE | verdict "
-             "| DSPNet linear | individual linear | linear d +- SE |",
-             "| :-- | :-- | --: | --: | --: | :-- | --: | --: | --: |"]
+    lines = ["| DSPNet losses | member | DSPNet kNN | gain over random init | individual kNN "
+             "| kNN d +- SE | verdict | DSPNet linear | individual linear | linear d +- SE |",
+             "| :-- | :-- | --: | --: | --: | --: | :-- | --: | --: | --: |"]
 
     def ms(stats: dict) -> str:
         vals = stats["values"]
@@ -116,7 +116,9 @@ def report(args: argparse.Namespace) -> None:
 
             def dse(v: dict) -> str:
                 return "n/a" if v.get("d") is None else f"{v['d']:+.1f} +- {v['se']:.1f}"
-            lines.append(f"| {name} | {r['member']} | {ms(r['ours'][KNN])} | {ms(r['base'][KNN])}"
+            gain = r["ours"]["gain"]["mean"]
+            lines.append(f"| {name} | {r['member']} | {ms(r['ours'][KNN])} | "
+                         f"{'n/a' if gain is None else format(gain, '+.1f')} | {ms(r['base'][KNN])}"
                          f" | {dse(k)} | {k['verdict']} | {ms(r['ours'][LINEAR])} | "
                          f"{ms(r['base'][LINEAR])} | {dse(lin)} |")
     md = "\n".join(lines) + "\n"

@@ -14,11 +14,14 @@ update mode, Sec. 4.1: memory of one network). During the first warm-up epochs (
 only the whole network trains.
 
 ``loss_reduction``: ``sum`` is Eq. 5. ``mean`` divides each DN's loss by the number of DNs of
-the step, so that the shared weights move as they would under one loss at the same lr (the
-warm-up's single loss is unchanged). It is not the paper's; it exists to test whether the sum
-of K losses at a rate chosen for one network is why the small DNs of ``slimssl reproduce
-dspnet-fig5 --scale cpu`` end below their individually trained twins
-(``benchmarks/dspnet_cause.py``, BENCHMARKS.md).
+the step (the warm-up's single loss is unchanged). Under the paper's LARS the two are the same
+step for every weight matrix: LARS sets each layer's step to ``lr * eta * ||w||`` whatever the
+gradient's norm, so the sum changes only the direction. Under SGD (which ``slimssl reproduce
+--scale cpu`` needs at batch 128) the sum also multiplies the step of the weights the DNs share:
+3.4-3.6x at the end of those runs, their gradients being nearly parallel
+(``benchmarks/dspnet_cause.py grad``). ``mean`` gives them one network's step instead; it is
+the control that tests whether that is why the small DNs of ``dspnet-fig5`` at ``cpu`` end
+below their individually trained twins (BENCHMARKS.md, issue 17).
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ def measure(run_dir: Path, batches: int) -> dict:
 def grad(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    t0 = time.time()
+    machine, t0 = machine_info(1), time.time()
     results = [measure(Path(r), args.batches) for r in args.runs]
     for r in results:
         print(f"## {r['run']} ({r['checkpoint']}, {r['batches']} batches, "
@@ -208,7 +208,7 @@ def grad(args: argparse.Namespace) -> None:
         f = r["eq5_step_factor"]
         print(f"  ||sum of K={r['k']} grads|| / mean ||grad||: {f['mean']:.2f} +- {f['se']:.2f} "
               f"(parallel: {r['k']}, orthogonal: {math.sqrt(r['k']):.2f})")
-    payload = {"machine": machine_info(1), "loadavg_at_end": loadavg(),
+    payload = {"machine": machine, "loadavg_at_end": loadavg(),
                "seconds": round(time.time() - t0, 1),
                "command": "python benchmarks/dspnet_cause.py grad "
                + " ".join(str(r) for r in args.runs) + f" --batches {args.batches}",

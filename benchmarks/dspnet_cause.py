@@ -216,6 +216,52 @@ def grad(args: argparse.Namespace) -> None:
     write_result("dspnet_grad_balance", payload)
 
 
+# ------------------------------------------------------------------------------------ recal
+def recal(args: argparse.Namespace) -> None:
+    """The two arms are scored with different BN statistics: every DN of the depth-elastic
+    DSPNet model is recalibrated on ``eval.recalib_images`` clean (centre-view) training images
+    before its kNN (its running statistics mix four depths), while a network trained alone keeps
+    the running statistics of its augmented training views. Score each individual BYOL network
+    both ways, with the same kNN code: as the matrix did (must reproduce its number), and
+    recalibrated exactly as the DNs are."""
+    from slimssl.cli.members import open_run
+    from slimssl.data import eval_transform, load_split
+    from slimssl.eval.family import calibration_batches, knn_family
+    from slimssl.nn.calibrate import recalibrate_bn
+
+    torch.set_num_threads(1)
+    machine, t0 = machine_info(1), time.time()
+    _, runs = build_matrix(["dspnet-fig5"], SCALES["cpu"], seeds=args.seeds)
+    rows = []
+    for (label, seed), spec in sorted(runs.items()):
+        if not label.startswith("individual_byol"):
+            continue
+        run_dir = Path(args.matrix) / "runs" / spec.name
+        run = open_run(str(run_dir))
+        cfg, backbone = run.cfg, run.backbone
+        train = load_split(cfg.data, "train", cfg.train.seed)
+        test = load_split(cfg.data, "test", cfg.train.seed)
+        member = backbone.family()[0]
+        key = f"knn_top1_k{cfg.eval.knn_k}"
+        as_run = knn_family(backbone, [member], train, test, (cfg.eval.knn_k,),
+                            cfg.eval.knn_t)[0][key]
+        n = min(cfg.eval.recalib_images, len(train))
+        recalibrate_bn(backbone, member, calibration_batches(
+            train, eval_transform(train.mean, train.std), n, 256, torch.device("cpu")), n)
+        recalibrated = knn_family(backbone, [member], train, test, (cfg.eval.knn_k,),
+                                  cfg.eval.knn_t)[0][key]
+        reported = read_rows(run_dir)[0][KNN]
+        rows.append({"run": spec.name, "label": label, "seed": seed, "reported": reported,
+                     "running_stats": as_run, "recalibrated": recalibrated,
+                     "recalib_images": n})
+        print(f"{spec.name}: reported {reported:.2f}, running stats {as_run:.2f}, recalibrated "
+              f"on {n} clean images {recalibrated:.2f} ({recalibrated - as_run:+.2f})", flush=True)
+    write_result("dspnet_recal_individual", {
+        "machine": machine, "loadavg_at_end": loadavg(), "seconds": round(time.time() - t0, 1),
+        "command": f"python benchmarks/dspnet_cause.py recal --matrix {args.matrix} "
+                   f"--seeds {args.seeds}", "rows": rows})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -231,8 +277,11 @@ def main() -> None:
     g = sub.add_parser("grad", help="per-DN gradients on the smallest DN's weights")
     g.add_argument("runs", nargs="+", help="DSPNet run directories")
     g.add_argument("--batches", type=int, default=8)
+    c = sub.add_parser("recal", help="individual networks scored with recalibrated BN too")
+    c.add_argument("--matrix", required=True, help="the --out of slimssl reproduce --scale cpu")
+    c.add_argument("--seeds", type=int, default=2)
     args = ap.parse_args()
-    {"train": train, "report": report, "grad": grad}[args.cmd](args)
+    {"train": train, "report": report, "grad": grad, "recal": recal}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,9 @@ from slimssl.eval.claims import KNN, LINEAR, SCALES, RunSpec, build_matrix, judg
 #: variant -> overrides on top of the matrix's DSPNet run
 VARIANTS: dict[str, tuple[str, ...]] = {
     "mean": ("recipe.loss_reduction=mean",),
+    # hypothesis (b): the same step (sum of K = 4), but 6 DNs (widths x depths 2-2-2-2 / 1-1-1-1)
+    # instead of 12, so a middle DN trains in 1 step of 2 instead of 1 of 5
+    "six_dns": ("model.depths=[[2, 2, 2, 2], [1, 1, 1, 1]]",),
 }
 DSP = "dspnet_byol"
 

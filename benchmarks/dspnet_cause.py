@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import itertools
 import math
 import statistics
@@ -98,8 +99,7 @@ def report(args: argparse.Namespace) -> None:
             spec = variant_spec(variant, seed)
             results[(label, seed)] = read_rows(Path(args.out) / "runs" / spec.name)
         claim = copy.deepcopy(claims["dspnet-fig5"])
-        claim.rows = [type(r)(r.member, (label, r.ours[1]), r.base, r.paper, r.gate, r.headline)
-                      for r in claim.rows]
+        claim.rows = [dataclasses.replace(r, ours=(label, r.ours[1])) for r in claim.rows]
         tables[variant] = {"dspnet-fig5": claim}
     queries = count_queries(str(next(Path(args.matrix, "data").iterdir())))
     judged = {name: judge(c, results, args.seeds, queries)["dspnet-fig5"]

@@ -12,9 +12,10 @@ and every DN's loss reaches the weights the smallest DN uses. Two hypotheses:
   same direction, 1/K of the step after the one-epoch warm-up) should close the gap.
 * **updates**: of the 12 DNs only the largest and the smallest train every step; each other DN
   gets its own loss in 1 step of 5. That would hurt the middle DNs (w1.0 d1111, w0.75 d1111),
-  not the smallest (w0.5 d1111), which trains every step.
+  not the smallest (w0.5 d1111), which trains every step. Variant ``six_dns``: the same summed
+  step over 6 DNs (depths 2-2-2-2 / 1-1-1-1 only), so a middle DN trains 1 step in 2.
 
-Two parts, both on the matrix's own runs:
+Four subcommands, all on the matrix's own runs:
 
 ``grad``: from a DSPNet run's last checkpoint, for a few training batches, the gradient of each
 of the measured DNs' BYOL loss alone on the weights the smallest DN uses, their norms and
@@ -27,15 +28,20 @@ overrides on top, into ``--out``; ``report`` then judges the variant against the
 individually trained BYOL networks with the verdict rule of ``slimssl reproduce``
 (``slimssl.eval.claims.judge``), next to the matrix's DSPNet (Eq. 5) rows.
 
+``recal``: a difference of protocol between the arms: each individual BYOL network scored as
+the matrix did (its running BN statistics) and with its BN recalibrated exactly as the DNs are.
+
 Usage::
 
     python benchmarks/dspnet_cause.py grad /work/claims_cpu/runs/dspnet_byol-s0-* --batches 8
     python benchmarks/dspnet_cause.py train --variant mean --seed 0 \
         --data ../shared/data/cifar10-jpeg --out runs/dspnet_cause
     python benchmarks/dspnet_cause.py report --out runs/dspnet_cause --matrix runs/claims_cpu
+    python benchmarks/dspnet_cause.py recal --matrix runs/claims_cpu
 
-Writes ``benchmarks/results/dspnet_grad_balance.json`` (grad) and
-``benchmarks/results/dspnet_cause_cpu.{json,md}`` (report).
+Writes ``benchmarks/results/dspnet_grad_balance.json`` (grad),
+``benchmarks/results/dspnet_cause_cpu.{json,md}`` (report) and
+``benchmarks/results/dspnet_recal_individual.json`` (recal). Findings: BENCHMARKS.md, issue 17.
 """
 
 from __future__ import annotations
@@ -159,7 +165,7 @@ def measure(run_dir: Path, batches: int) -> dict:
                                 and all(d == 1 for d in s.depth)][::-1]
         norms = {s.label: [] for s in measured}
         cos = {f"{a.label} | {b.label}": [] for a, b in itertools.combinations(measured, 2)}
-        factor, single_norms = [], []
+        factor = []
         for i, (images, _labels) in enumerate(trainer.loader):
             if i == batches:
                 break
@@ -182,7 +188,6 @@ def measure(run_dir: Path, batches: int) -> dict:
                 total = torch.stack([g[s] for s in specs]).sum(0)
                 each = statistics.fmean(float(g[s].norm()) for s in specs)
                 factor.append(float(total.norm()) / each)
-                single_norms.append(each)
         method.zero_grad(set_to_none=True)
 
     def stats(xs: list[float]) -> dict:

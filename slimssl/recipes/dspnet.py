@@ -19,9 +19,10 @@ step for every weight matrix: LARS sets each layer's step to ``lr * eta * ||w||`
 gradient's norm, so the sum changes only the direction. Under SGD (which ``slimssl reproduce
 --scale cpu`` needs at batch 128) the sum also multiplies the step of the weights the DNs share:
 3.4-3.6x at the end of those runs, their gradients being nearly parallel
-(``benchmarks/dspnet_cause.py grad``). ``mean`` gives them one network's step instead; it is
-the control that tests whether that is why the small DNs of ``dspnet-fig5`` at ``cpu`` end
-below their individually trained twins (BENCHMARKS.md, issue 17).
+(``benchmarks/dspnet_cause.py grad``). ``mean`` gives them one network's step instead: the
+control for whether that is why the small DNs of ``dspnet-fig5`` at ``cpu`` end below their
+individually trained twins. It is not: with ``mean`` every DN ended 3.5-3.9 kNN points lower
+(2 seeds; BENCHMARKS.md, issue 17).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 1.2 kNN points below the same shape trained alone with BYOL (DSPNet Fig. 5: a minor gain), the
 other small DNs -1.6 / -1.9. Both arms use the same optimizer (SGD, lr 0.48 x 128/256, chosen
 for ONE network, ``Scale.byol_overrides``), but DSPNet sums K = 4 BYOL losses per step (Eq. 5),
-and every DN's loss reaches the weights the smallest DN uses. Two hypotheses:
+and every DN's loss reaches the weights the smallest DN uses. Three hypotheses:
 
 * **lr**: the shared weights take up to K times the step a network trained alone takes, i.e. a
   too-large rate for them. Then averaging the K losses (``recipe.loss_reduction=mean``: the
@@ -14,6 +14,9 @@ and every DN's loss reaches the weights the smallest DN uses. Two hypotheses:
   gets its own loss in 1 step of 5. That would hurt the middle DNs (w1.0 d1111, w0.75 d1111),
   not the smallest (w0.5 d1111), which trains every step. Variant ``six_dns``: the same summed
   step over 6 DNs (depths 2-2-2-2 / 1-1-1-1 only), so a middle DN trains 1 step in 2.
+* **scale**: 24 epochs of 5,000 images are too few for the sandwich to pay off. Variant
+  ``long48`` trains BOTH arms 48 epochs (``train --arm dspnet`` and ``train --arm individual``)
+  and ``report`` judges it against its own 48-epoch baselines.
 
 Four subcommands, all on the matrix's own runs:
 
@@ -36,6 +39,8 @@ Usage::
     python benchmarks/dspnet_cause.py grad /work/claims_cpu/runs/dspnet_byol-s0-* --batches 8
     python benchmarks/dspnet_cause.py train --variant mean --seed 0 \
         --data ../shared/data/cifar10-jpeg --out runs/dspnet_cause
+    python benchmarks/dspnet_cause.py train --variant long48 --arm individual --seed 0 \
+        --only individual_byol_w0.50_d1111 --data ../shared/data/cifar10-jpeg --out runs/dspnet_cause
     python benchmarks/dspnet_cause.py report --out runs/dspnet_cause --matrix runs/claims_cpu
     python benchmarks/dspnet_cause.py recal --matrix runs/claims_cpu
 
@@ -72,7 +77,12 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # hypothesis (b): the same step (sum of K = 4), but 6 DNs (widths x depths 2-2-2-2 / 1-1-1-1)
     # instead of 12, so a middle DN trains in 1 step of 2 instead of 1 of 5
     "six_dns": ("model.depths=[[2, 2, 2, 2], [1, 1, 1, 1]]",),
+    # hypothesis (c), scale: both arms trained twice as long (48 epochs, 1,872 steps of 128)
+    "long48": ("train.epochs=48",),
 }
+#: variants whose overrides go to BOTH arms: the DSPNet run and the individual BYOL networks
+#: (``train --arm individual``); ``report`` judges such a variant against its own baselines
+BOTH_ARMS = frozenset({"long48"})
 DSP = "dspnet_byol"
 
 
@@ -82,14 +92,34 @@ def variant_spec(variant: str, seed: int) -> RunSpec:
     return RunSpec(f"{DSP}_{variant}", base.config, (*base.overrides, *VARIANTS[variant]), seed)
 
 
+def baseline_specs(variant: str, seed: int) -> dict[str, RunSpec]:
+    """The matrix's individual BYOL networks of ``seed`` with a BOTH_ARMS variant's overrides,
+    by the matrix's label."""
+    _, runs = build_matrix(["dspnet-fig5"], SCALES["cpu"], seeds=seed + 1)
+    return {label: RunSpec(f"{label}_{variant}", spec.config,
+                           (*spec.overrides, *VARIANTS[variant]), seed)
+            for (label, s), spec in runs.items() if s == seed and label != DSP}
+
+
 # ------------------------------------------------------------------------------------ train
 def train(args: argparse.Namespace) -> None:
     scale = SCALES["cpu"]
     data = prepare_data(args.data, scale, Path(args.out))
-    spec = variant_spec(args.variant, args.seed)
-    t0 = time.time()
-    status = run_one(spec, data, Path(args.out), scale, threads=1)["status"]
-    print(f"{spec.name}: {status} ({time.time() - t0:.0f} s)", flush=True)
+    if args.arm == "dspnet":
+        specs = [variant_spec(args.variant, args.seed)]
+    elif args.variant in BOTH_ARMS:
+        base = baseline_specs(args.variant, args.seed)
+        labels = args.only.split(",") if args.only else list(base)
+        if unknown := [lab for lab in labels if lab not in base]:
+            raise SystemExit(f"--only: unknown label(s) {unknown}; choose from {list(base)}")
+        specs = [base[label] for label in labels]
+    else:
+        raise SystemExit(f"--arm individual: variant {args.variant!r} changes the DSPNet run "
+                         f"only (its baselines are the matrix's); both arms: {sorted(BOTH_ARMS)}")
+    for spec in specs:
+        t0 = time.time()
+        status = run_one(spec, data, Path(args.out), scale, threads=1)["status"]
+        print(f"{spec.name}: {status} ({time.time() - t0:.0f} s)", flush=True)
 
 
 # ----------------------------------------------------------------------------------- report
@@ -106,6 +136,13 @@ def report(args: argparse.Namespace) -> None:
             results[(label, seed)] = read_rows(Path(args.out) / "runs" / spec.name)
         claim = copy.deepcopy(claims["dspnet-fig5"])
         claim.rows = [dataclasses.replace(r, ours=(label, r.ours[1])) for r in claim.rows]
+        if variant in BOTH_ARMS:  # against its own, equally long baselines
+            for seed in range(args.seeds):
+                for base_label, spec in baseline_specs(variant, seed).items():
+                    results[(f"{base_label}_{variant}", seed)] = read_rows(
+                        Path(args.out) / "runs" / spec.name)
+            claim.rows = [dataclasses.replace(r, base=(f"{r.base[0]}_{variant}", r.base[1]))
+                          for r in claim.rows]
         tables[variant] = {"dspnet-fig5": claim}
     queries = count_queries(str(next(Path(args.matrix, "data").iterdir())))
     judged = {name: judge(c, results, args.seeds, queries)["dspnet-fig5"]
@@ -278,6 +315,10 @@ def main() -> None:
     t.add_argument("--seed", type=int, required=True)
     t.add_argument("--data", required=True, help="CIFAR-10 ImageFolder (train/, test/)")
     t.add_argument("--out", required=True, help="where the variant runs go (resumable)")
+    t.add_argument("--arm", choices=("dspnet", "individual"), default="dspnet",
+                   help="individual: the variant's own baselines (variants in BOTH_ARMS)")
+    t.add_argument("--only", help="--arm individual: comma-separated matrix labels, in order "
+                   "(default: all four)")
     r = sub.add_parser("report", help="judge the variants against the matrix's baselines")
     r.add_argument("--out", required=True)
     r.add_argument("--matrix", required=True, help="the --out of slimssl reproduce --scale cpu")

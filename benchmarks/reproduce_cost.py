@@ -18,8 +18,18 @@ time = the sum over runs x seeds / --jobs (runs are independent single-threaded 
 Usage::
 
     python benchmarks/reproduce_cost.py --scale cpu [--claims all] [--threads 1]
+    python benchmarks/reproduce_cost.py --scale cpu --records benchmarks/results/claims_cpu_runs
 
 Writes ``benchmarks/results/reproduce_cost_<scale>.json``.
+
+``--records DIR`` times nothing: it reads the run records of a finished matrix (``OUT/runs`` or
+their committed copies) and sums what the runs really took, per run of the current matrix:
+the training epochs (``epoch_time_s`` of ``metrics.jsonl``: one per epoch, so work redone after
+a kill and the time a run stood paused between epochs are left out; a pause inside an epoch is
+not), the rest of its pretraining stage (kNN bank and queries, random-init floor; the smallest
+remainder over the run's seeds, since a killed invocation's time lands there) and its linear
+probe (``timing.json``). The matrix's wall time with ``--jobs J`` is the longest-first packing
+of those runs onto J single-threaded workers. Writes ``reproduce_cost_<scale>_records.json``.
 """
 
 from __future__ import annotations
@@ -70,6 +80,59 @@ def time_run(spec, points: int, steps: int) -> dict:
             "forward_s_per_image": fwd, "batch": trainer.cfg.data.batch_size, "epochs": epochs}
 
 
+def from_records(records: Path, scale, claims: str, seeds: int, jobs: int) -> dict:
+    import json
+
+    from slimssl.eval.claims import build_matrix
+
+    claim_map, runs = build_matrix(claims.split(","), scale, seeds)
+    per_run, rest_by_label = {}, {}
+    for (label, seed), spec in runs.items():
+        d = records / spec.name
+        if not (d / "timing.json").exists():
+            raise SystemExit(f"{d}: no timing.json (is --records the matrix's runs/ folder, "
+                             f"and --seeds what it ran?)")
+        epochs = [json.loads(line)["epoch_time_s"] for line in (d / "metrics.jsonl").open()
+                  if '"epoch_time_s"' in line]
+        secs = json.loads((d / "timing.json").read_text())["seconds"]
+        per_run[spec.name] = {"label": label, "seed": seed, "epochs": len(epochs),
+                              "train_s": sum(epochs), "pretrain_s": secs["pretrain"],
+                              "linear_s": secs.get("linear", 0.0)}
+        rest_by_label.setdefault(label, []).append(max(0.0, secs["pretrain"] - sum(epochs)))
+    for r in per_run.values():
+        r["eval_s"] = min(rest_by_label[r["label"]])
+        r["total_s"] = r["train_s"] + r["eval_s"] + r["linear_s"]
+    # longest first onto the least loaded of J workers
+    workers = [0.0] * jobs
+    for t in sorted((r["total_s"] for r in per_run.values()), reverse=True):
+        workers[workers.index(min(workers))] += t
+    by_claim = {}
+    for name, claim in claim_map.items():
+        labels = {lab for row in claim.rows for lab in (row.ours[0], row.base[0])}
+        by_claim[name] = sum(r["total_s"] for r in per_run.values() if r["label"] in labels)
+    total = sum(r["total_s"] for r in per_run.values())
+    # the least disturbed seed of every run, for every seed: what idle cores would come closer to
+    best = {lab: min(r["train_s"] for r in per_run.values() if r["label"] == lab)
+            for lab in rest_by_label}
+    best_total = sum(best[r["label"]] + r["eval_s"] + r["linear_s"] for r in per_run.values())
+    recorded = sum(r["pretrain_s"] + r["linear_s"] for r in per_run.values())
+    for name, r in sorted(per_run.items()):
+        print(f"{name:48s} {r['epochs']:3d} ep  train {r['train_s']:6.0f} s  eval "
+              f"{r['eval_s']:4.0f} s  probe {r['linear_s']:3.0f} s  (recorded "
+              f"{r['pretrain_s'] + r['linear_s']:6.0f} s)")
+    for name, t in by_claim.items():
+        print(f"{name}: {t:.0f} s of one core ({seeds} seeds; runs it shares counted in full)")
+    print(f"all {len(per_run)} runs: {total:.0f} s of one core (recorded wall, with redone work "
+          f"and pauses: {recorded:.0f} s); --jobs {jobs}: {max(workers):.0f} s = "
+          f"{max(workers) / 3600:.2f} h of wall")
+    print(f"every run at its fastest seed's training time: {best_total:.0f} s of one core, "
+          f"~{best_total / jobs / 3600:.2f} h of wall with --jobs {jobs}")
+    return {"records": str(records), "claims": claims, "seeds": seeds, "jobs": jobs,
+            "runs": per_run, "by_claim_core_s": by_claim, "core_s": total,
+            "recorded_s": recorded, "wall_s": max(workers),
+            "fastest_seed_train_s": best, "fastest_seed_core_s": best_total}
+
+
 def main() -> None:
     from slimssl.eval.claims import SCALES, build_matrix
 
@@ -82,9 +145,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2, help="seeds of the estimate")
     ap.add_argument("--jobs", type=int, default=2, help="parallel runs of the estimate")
     ap.add_argument("--only", help="comma-separated run labels (default: every run)")
+    ap.add_argument("--records", help="a finished matrix's run records: sum what they took "
+                    "instead of timing steps")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     scale = SCALES[args.scale]
+    if args.records:
+        out = from_records(Path(args.records), scale, args.claims, args.seeds, args.jobs)
+        write_result(f"reproduce_cost_{args.scale}_records",
+                     {"machine": machine_info(args.threads), "scale": args.scale, **out})
+        return
     _, runs = build_matrix(args.claims.split(","), scale, 1)
     train_imgs = 10 * scale.train_per_class if scale.train_per_class else 50_000
     test_imgs = 10 * scale.test_per_class if scale.test_per_class else 10_000

@@ -14,9 +14,10 @@ and every DN's loss reaches the weights the smallest DN uses. Three hypotheses:
   gets its own loss in 1 step of 5. That would hurt the middle DNs (w1.0 d1111, w0.75 d1111),
   not the smallest (w0.5 d1111), which trains every step. Variant ``six_dns``: the same summed
   step over 6 DNs (depths 2-2-2-2 / 1-1-1-1 only), so a middle DN trains 1 step in 2.
-* **scale**: 24 epochs of 5,000 images are too few for the sandwich to pay off. Variant
-  ``long48`` trains BOTH arms 48 epochs (``train --arm dspnet`` and ``train --arm individual``)
-  and ``report`` judges it against its own 48-epoch baselines.
+* **scale**: 24 epochs of 5,000 images are too few for the sandwich to pay off. Then the gap
+  should shrink as both arms train longer. Variants ``short12`` and ``long48`` train BOTH arms
+  12 or 48 epochs (``train --arm dspnet`` and ``train --arm individual``); ``report`` judges each
+  against its own baselines of that length, so the gap at 12, 24 and 48 epochs can be compared.
 
 Four subcommands, all on the matrix's own runs:
 
@@ -39,7 +40,7 @@ Usage::
     python benchmarks/dspnet_cause.py grad /work/claims_cpu/runs/dspnet_byol-s0-* --batches 8
     python benchmarks/dspnet_cause.py train --variant mean --seed 0 \
         --data ../shared/data/cifar10-jpeg --out runs/dspnet_cause
-    python benchmarks/dspnet_cause.py train --variant long48 --arm individual --seed 0 \
+    python benchmarks/dspnet_cause.py train --variant short12 --arm individual --seed 0 \
         --only individual_byol_w0.50_d1111 --data ../shared/data/cifar10-jpeg --out runs/dspnet_cause
     python benchmarks/dspnet_cause.py report --out runs/dspnet_cause --matrix runs/claims_cpu
     python benchmarks/dspnet_cause.py recal --matrix runs/claims_cpu
@@ -77,12 +78,14 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # hypothesis (b): the same step (sum of K = 4), but 6 DNs (widths x depths 2-2-2-2 / 1-1-1-1)
     # instead of 12, so a middle DN trains in 1 step of 2 instead of 1 of 5
     "six_dns": ("model.depths=[[2, 2, 2, 2], [1, 1, 1, 1]]",),
-    # hypothesis (c), scale: both arms trained twice as long (48 epochs, 1,872 steps of 128)
+    # hypothesis (c), scale: both arms trained half as long (12 epochs, 468 steps of 128), to see
+    # whether the gap grows as training shortens; or twice as long (48 epochs, 1,872 steps)
+    "short12": ("train.epochs=12",),
     "long48": ("train.epochs=48",),
 }
 #: variants whose overrides go to BOTH arms: the DSPNet run and the individual BYOL networks
 #: (``train --arm individual``); ``report`` judges such a variant against its own baselines
-BOTH_ARMS = frozenset({"long48"})
+BOTH_ARMS = frozenset({"short12", "long48"})
 DSP = "dspnet_byol"
 
 

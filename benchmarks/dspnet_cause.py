@@ -134,6 +134,9 @@ def report(args: argparse.Namespace) -> None:
     tables = {"eq5_sum (matrix)": claims}
     for variant in VARIANTS:
         label = f"{DSP}_{variant}"
+        if not any((Path(args.out) / "runs" / variant_spec(variant, seed).name).is_dir()
+                   for seed in range(args.seeds)):
+            continue  # not run (e.g. long48 on a machine where it does not fit)
         for seed in range(args.seeds):
             spec = variant_spec(variant, seed)
             results[(label, seed)] = read_rows(Path(args.out) / "runs" / spec.name)

@@ -144,10 +144,10 @@ def report(args: argparse.Namespace) -> None:
         claim.rows = [dataclasses.replace(r, ours=(label, r.ours[1])) for r in claim.rows]
         if variant in BOTH_ARMS:  # against its own, equally long baselines
             for seed in range(args.seeds):
-                for base_label, spec in baseline_specs(variant, seed).items():
-                    results[(f"{base_label}_{variant}", seed)] = read_rows(
-                        Path(args.out) / "runs" / spec.name)
-            claim.rows = [dataclasses.replace(r, base=(f"{r.base[0]}_{variant}", r.base[1]))
+                for spec in baseline_specs(variant, seed).values():
+                    results[(spec.label, seed)] = read_rows(Path(args.out) / "runs" / spec.name)
+            labels = {lab: spec.label for lab, spec in baseline_specs(variant, 0).items()}
+            claim.rows = [dataclasses.replace(r, base=(labels[r.base[0]], r.base[1]))
                           for r in claim.rows]
         tables[variant] = {"dspnet-fig5": claim}
     queries = count_queries(str(next(Path(args.matrix, "data").iterdir())))

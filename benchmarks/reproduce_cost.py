@@ -35,6 +35,7 @@ of those runs onto J single-threaded workers. Writes ``reproduce_cost_<scale>_re
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -81,8 +82,6 @@ def time_run(spec, points: int, steps: int) -> dict:
 
 
 def from_records(records: Path, scale, claims: str, seeds: int, jobs: int) -> dict:
-    import json
-
     from slimssl.eval.claims import build_matrix
 
     claim_map, runs = build_matrix(claims.split(","), scale, seeds)

@@ -15,9 +15,9 @@ and every DN's loss reaches the weights the smallest DN uses. Three hypotheses:
   not the smallest (w0.5 d1111), which trains every step. Variant ``six_dns``: the same summed
   step over 6 DNs (depths 2-2-2-2 / 1-1-1-1 only), so a middle DN trains 1 step in 2.
 * **scale**: 24 epochs of 5,000 images are too few for the sandwich to pay off. Then the gap
-  should shrink as both arms train longer. Variants ``short12`` and ``long48`` train BOTH arms
-  12 or 48 epochs (``train --arm dspnet`` and ``train --arm individual``); ``report`` judges each
-  against its own baselines of that length, so the gap at 12, 24 and 48 epochs can be compared.
+  should shrink as both arms train longer. Variants ``short12``, ``mid36`` and ``long48`` train
+  BOTH arms 12, 36 or 48 epochs (``train --arm dspnet`` and ``train --arm individual``); ``report`` judges each
+  against its own baselines of that length, so the gap at 12, 24, 36 and 48 epochs can be compared.
 
 Four subcommands, all on the matrix's own runs:
 
@@ -79,13 +79,16 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # instead of 12, so a middle DN trains in 1 step of 2 instead of 1 of 5
     "six_dns": ("model.depths=[[2, 2, 2, 2], [1, 1, 1, 1]]",),
     # hypothesis (c), scale: both arms trained half as long (12 epochs, 468 steps of 128), to see
-    # whether the gap grows as training shortens; or twice as long (48 epochs, 1,872 steps)
+    # whether the gap grows as training shortens; or longer (36 / 48 epochs, 1,404 / 1,872 steps)
+    # to see whether it closes. mid36 fits one seed of both arms in a session on 2 cores; long48
+    # does not (BENCHMARKS.md, "(c) scale")
     "short12": ("train.epochs=12",),
+    "mid36": ("train.epochs=36",),
     "long48": ("train.epochs=48",),
 }
 #: variants whose overrides go to BOTH arms: the DSPNet run and the individual BYOL networks
 #: (``train --arm individual``); ``report`` judges such a variant against its own baselines
-BOTH_ARMS = frozenset({"short12", "long48"})
+BOTH_ARMS = frozenset({"short12", "mid36", "long48"})
 DSP = "dspnet_byol"
 
 

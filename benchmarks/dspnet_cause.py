@@ -46,7 +46,7 @@ Usage::
     python benchmarks/dspnet_cause.py recal --matrix runs/claims_cpu
 
 Writes ``benchmarks/results/dspnet_grad_balance.json`` (grad),
-``benchmarks/results/dspnet_cause_cpu.{json,md}`` (report) and
+``benchmarks/results/dspnet_cause_cpu.{json,md}`` and ``dspnet_cause_scale.png`` (report) and
 ``benchmarks/results/dspnet_recal_individual.json`` (recal). Findings: BENCHMARKS.md, issue 17.
 """
 
@@ -92,9 +92,14 @@ BOTH_ARMS = frozenset({"short12", "mid36", "long48"})
 DSP = "dspnet_byol"
 
 
-def variant_spec(variant: str, seed: int) -> RunSpec:
+def matrix_spec(seed: int) -> RunSpec:
+    """The matrix's own DSPNet run of ``seed`` (``slimssl reproduce dspnet-fig5 --scale cpu``)."""
     _, runs = build_matrix(["dspnet-fig5"], SCALES["cpu"], seeds=seed + 1)
-    base = runs[(DSP, seed)]
+    return runs[(DSP, seed)]
+
+
+def variant_spec(variant: str, seed: int) -> RunSpec:
+    base = matrix_spec(seed)
     return RunSpec(f"{DSP}_{variant}", base.config, (*base.overrides, *VARIANTS[variant]), seed)
 
 
@@ -183,6 +188,54 @@ def report(args: argparse.Namespace) -> None:
     print(md, end="")
     write_result("dspnet_cause_cpu", result)
     (RESULTS_DIR / "dspnet_cause_cpu.md").write_text(md)
+    plot_scale(judged, RESULTS_DIR / "dspnet_cause_scale.png")
+
+
+def _epochs(spec: RunSpec) -> int:
+    """The epochs a run trains: its last ``train.epochs`` override (later ones win)."""
+    return int([o for o in spec.overrides if o.startswith("train.epochs=")][-1].split("=")[1])
+
+
+def plot_scale(judged: dict, path: Path) -> None:
+    """Hypothesis (c) as a picture: kNN d (DN minus the same shape trained alone for as long)
+    against the epochs both arms trained, one line per DN; error bars +- SE over seeds, small
+    dots the single seeds' differences."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = {"eq5_sum (matrix)": _epochs(matrix_spec(0))}
+    epochs |= {v: _epochs(variant_spec(v, 0)) for v in BOTH_ARMS if v in judged}
+    has_d = {n for n in epochs if any(r["verdict"][KNN].get("d") is not None
+                                      for r in judged[n]["rows"])}
+    order = sorted(has_d, key=epochs.get)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, row in enumerate(judged["eq5_sum (matrix)"]["rows"]):
+        xs, ds, ses = [], [], []
+        for name in order:
+            r = next(r for r in judged[name]["rows"] if r["member"] == row["member"])
+            v = r["verdict"][KNN]
+            if v.get("d") is None:
+                continue
+            xs.append(epochs[name] + 0.3 * (i - 1.5))
+            ds.append(v["d"])
+            ses.append(v["se"] or 0.0)
+            ours, base = r["ours"][KNN]["values"], r["base"][KNN]["values"]
+            if len(ours) == len(base):  # seed by seed (both lists in seed order)
+                ax.plot([xs[-1]] * len(ours), [a - b for a, b in zip(ours, base)], ".",
+                        color=f"C{i}", alpha=0.4)
+        ax.errorbar(xs, ds, yerr=ses, fmt="o-", color=f"C{i}", capsize=3, label=row["member"])
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xticks([epochs[n] for n in order])
+    ax.set_xlabel("epochs, both arms (5,000 CIFAR-10 images, --scale cpu)")
+    ax.set_ylabel("kNN@200 d: DSPNet DN - trained alone (points)")
+    ax.set_title("dspnet-fig5 at cpu: the gap against training length", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------- grad

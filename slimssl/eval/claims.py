@@ -131,6 +131,31 @@ class Scale:
                 f"{self.seconds} |")
 
 
+#: Base-loss settings for runs of a few hundred steps (``cpu`` and ``gpu``), found at ``cpu``
+#: (BENCHMARKS.md, issue 17; benchmarks/reproduce_tune.py, seed 0); the papers' own values are
+#: for hundreds of epochs and learn too little here for any comparison to mean something.
+#: US3L's base loss (SimCLR-momentum) at T = 0.1 instead of the authors' 0.5, in both arms of
+#: us3l-table1: at 12 epochs the width-0.5 network trained alone learns +4.15 kNN points at
+#: T 0.5, +7.6 at 0.2, +8.3 at 0.1; more lr, more weight decay or batch 64 did not help.
+SHORT_RUN_SIMCLR: tuple[str, ...] = ("method.temperature=0.1",)
+#: US3L (its run only) distils with InfoNCE at that T, not the authors' cosine (slides ablation:
+#: case 17 vs 13, 67.4 vs 67.7 at 1.0, 59.5 vs 59.6 at 0.25; guideline 2, "relative
+#: distance"). The gradient of the full network's InfoNCE grows as 1 / T, the cosine's does
+#: not: at T 0.1 the width-0.25 loss pulls the shared channels 0.49x as hard as the full
+#: network's (3.4x at T 0.5; benchmarks/us3l_grad_balance.py), and the members ended 2.9 / 7.1
+#: kNN points behind networks trained alone at 0.5 / 0.25; with InfoNCE distillation (7.5x)
+#: -0.0 / -0.3.
+SHORT_RUN_US3L: tuple[str, ...] = ("method.distill_loss=infonce",)
+#: DSPNet's BYOL, both arms of dspnet-fig5: SGD at 8x MoCo's rate (0.48 x batch / 256) with a
+#: faster target (tau 0.8 -> 1 instead of BYOL's 0.99). The config's LARS (lr 0.2 x batch /
+#: 256) moves each weight 1e-4 of its norm per step and learned nothing in 468 steps (-1.5 to
+#: +2.4 kNN points); with SGD the one-block width-0.5 network learned +8.4 in 12 epochs, the
+#: full-size ResNet-18 at most +6.7 (tau 0.8) whatever else was tried, and +6.75 in 24 epochs
+#: at tau 0.9. The target keeps DSPNet's momentum BN (plain BN: +4.4 at tau 0.9 where momentum
+#: BN gave +2.1, but +2.35 at tau 0.8 where it gave +6.7).
+SHORT_RUN_BYOL: tuple[str, ...] = ("optim.name=sgd", "optim.weight_decay=5e-4", "optim.lr=0.48",
+                                   "method.momentum=0.8")
+
 #: The presets (``scale_table()`` prints them; README "Reproducing the papers' claims").
 #:
 #: ``cpu``: 2 seeds of ``all``, 16 runs per seed. Designed for <= 3 h on 2 idle cores with
@@ -177,38 +202,26 @@ SCALES: dict[str, Scale] = {
         seconds=("all: 5.7-6.8 h on 2 cores, --jobs 2 (over the 3 h goal); one claim: "
                  "2.2-2.6 h (measured: the runs' epoch times)"),
         extra=("data.num_workers=0",),
-        # US3L's base loss at T = 0.1 instead of the authors' 0.5, in both arms: at 12 epochs
-        # the width-0.5 network trained alone learns +4.15 at T 0.5, +7.6 at 0.2, +8.3 at 0.1
-        # (seed 0; benchmarks/reproduce_tune.py, BENCHMARKS.md issue 17); more lr, more weight
-        # decay or batch 64 did not help.
-        simclr_overrides=("method.temperature=0.1",),
-        # US3L distils with InfoNCE at that T, not the authors' cosine (slides ablation: case
-        # 17 vs 13, 67.4 vs 67.7 at 1.0, 59.5 vs 59.6 at 0.25; guideline 2, "relative
-        # distance"). The gradient of the full network's InfoNCE grows as 1 / T, the cosine's
-        # does not: at T 0.1 the width-0.25 loss pulls the shared channels 0.49x as hard as the
-        # full network's (3.4x at T 0.5; benchmarks/us3l_grad_balance.py), and the members
-        # ended 2.9 / 7.1 kNN points behind networks trained alone at 0.5 / 0.25; with InfoNCE
-        # distillation (7.5x) -0.0 / -0.3 (BENCHMARKS.md, issue 17).
-        us3l_overrides=("method.distill_loss=infonce",),
-        # DSPNet's BYOL, both arms: SGD at 8x MoCo's rate with a faster target (tau 0.8 -> 1
-        # instead of BYOL's 0.99) and 24 epochs. The config's LARS (lr 0.2 x 128/256) moves
-        # each weight 1e-4 of its norm per step and learns nothing in 468 steps (-1.5 to +2.4
-        # kNN points); with SGD the one-block width-0.5 network learns +8.4 in 12 epochs, but
-        # the full-size ResNet-18 at most +6.7 (tau 0.8) whatever else was tried, and +6.75 in
-        # 24 epochs at tau 0.9 (seed 0; benchmarks/reproduce_tune.py, BENCHMARKS.md issue 17).
-        # The target keeps DSPNet's momentum BN (plain BN: +4.4 at tau 0.9 where momentum BN
-        # gave +2.1, but +2.35 at tau 0.8 where it gave +6.7).
-        byol_overrides=("optim.name=sgd", "optim.weight_decay=5e-4", "optim.lr=0.48",
-                        "method.momentum=0.8", "train.epochs=24")),
+        simclr_overrides=SHORT_RUN_SIMCLR, us3l_overrides=SHORT_RUN_US3L,
+        # DSPNet's arms train 24 epochs: at 12 the full-size ResNet-18 trained alone with BYOL
+        # learned at most +6.7 kNN points (SHORT_RUN_BYOL), under the 8-point gate.
+        byol_overrides=(*SHORT_RUN_BYOL, "train.epochs=24")),
     # One GPU: ResNet-18 (CIFAR stem) at 32 px on every CIFAR-10 image, bf16 + channels_last.
+    # Not yet run (no GPU lent so far). 3 epochs at batch 256 = 585 steps per run, between the
+    # ``cpu`` preset's 468 (MoCo, SimCLR) and 936 (BYOL); at batch 512 a run would take only
+    # 294, fewer than any ``cpu`` run that cleared the gate. Same images per run, so about the
+    # same cost. The base losses take ``cpu``'s short-run settings (the papers' are for
+    # hundreds of epochs; LARS-BYOL learned nothing in 468 steps at ``cpu``).
     "gpu": Scale(
         name="gpu", arch="resnet18", base_width=64, dsp_arch="resnet18", dsp_base_width=64,
         dsp_small_arch="resnet10_narrow", image_size=32, train_per_class=None,
-        test_per_class=None, epochs=3, batch=512, queue=4096, warmup_epochs=0.5,
+        test_per_class=None, epochs=3, batch=256, queue=4096, warmup_epochs=0.5,
         linear_epochs=30, recalib_images=2000, ckpt_every_epochs=1, seeds=1,
         data="CIFAR-10 ImageFolder (train/, test/)",
         seconds="~10 min on one H100-class GPU (estimate, not measured)",
-        extra=("train.amp=bf16", "train.channels_last=true", "data.num_workers=8")),
+        extra=("train.amp=bf16", "train.channels_last=true", "data.num_workers=8"),
+        simclr_overrides=SHORT_RUN_SIMCLR, us3l_overrides=SHORT_RUN_US3L,
+        byol_overrides=SHORT_RUN_BYOL),
 }
 
 #: ``--scale paper``: the papers' own settings (documented; a cluster's job, not run by

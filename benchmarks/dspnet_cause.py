@@ -228,6 +228,8 @@ def plot_scale(judged: dict, path: Path) -> None:
         ax.errorbar(xs, ds, yerr=ses, fmt="o-", color=f"C{i}", capsize=3, label=row["member"])
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks([epochs[n] for n in order])
+    ax.set_xticklabels([f"{epochs[n]}\n(DSPNet seeds: {len(judged[n]['rows'][0]['ours'][KNN]['values'])})"
+                        for n in order])
     ax.set_xlabel("epochs, both arms (5,000 CIFAR-10 images, --scale cpu)")
     ax.set_ylabel("kNN@200 d: DSPNet DN - trained alone (points)")
     ax.set_title("dspnet-fig5 at cpu: the gap against training length", fontsize=10)

@@ -16,8 +16,10 @@ and every DN's loss reaches the weights the smallest DN uses. Three hypotheses:
   step over 6 DNs (depths 2-2-2-2 / 1-1-1-1 only), so a middle DN trains 1 step in 2.
 * **scale**: 24 epochs of 5,000 images are too few for the sandwich to pay off. Then the gap
   should shrink as both arms train longer. Variants ``short12``, ``mid36`` and ``long48`` train
-  BOTH arms 12, 36 or 48 epochs (``train --arm dspnet`` and ``train --arm individual``); ``report`` judges each
-  against its own baselines of that length, so the gap at 12, 24, 36 and 48 epochs can be compared.
+  BOTH arms 12, 36 or 48 epochs (``train --arm dspnet`` and ``train --arm individual``);
+  ``report`` judges each against its own baselines of that length, so the gap at 12, 24, 36 and
+  48 epochs can be compared. (Measured: it shrank from 12 to 24 epochs and grew again at 36, one
+  seed; BENCHMARKS.md, issue 17.)
 
 Four subcommands, all on the matrix's own runs:
 
@@ -228,8 +230,8 @@ def plot_scale(judged: dict, path: Path) -> None:
         ax.errorbar(xs, ds, yerr=ses, fmt="o-", color=f"C{i}", capsize=3, label=row["member"])
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks([epochs[n] for n in order])
-    ax.set_xticklabels([f"{epochs[n]}\n(DSPNet seeds: {len(judged[n]['rows'][0]['ours'][KNN]['values'])})"
-                        for n in order])
+    seeds = {n: len(judged[n]["rows"][0]["ours"][KNN]["values"]) for n in order}
+    ax.set_xticklabels([f"{epochs[n]}\n(DSPNet seeds: {seeds[n]})" for n in order])
     ax.set_xlabel("epochs, both arms (5,000 CIFAR-10 images, --scale cpu)")
     ax.set_ylabel("kNN@200 d: DSPNet DN - trained alone (points)")
     ax.set_title("dspnet-fig5 at cpu: the gap against training length", fontsize=10)

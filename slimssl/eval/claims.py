@@ -22,8 +22,9 @@ et al. 2022):
   much as that loss at the authors' T = 0.5 (+10.0 / +10.8 / +8.9 kNN over random init
   against +5.3 / +5.0 / +7.6), so the individual MoCo v2 runs of ``slimclr-table1`` are shown
   beside them for reference only (no verdict). A scale may set that loss's temperature (both
-  arms): ``cpu`` uses T = 0.1 (:attr:`Scale.simclr_overrides`), and with it US3L distils its
-  sub-networks with InfoNCE at that T instead of the cosine (:attr:`Scale.us3l_overrides`).
+  arms): ``cpu`` and ``gpu`` use T = 0.1 (:attr:`Scale.simclr_overrides`,
+  :data:`SHORT_RUN_SIMCLR`), and with it US3L distils its sub-networks with InfoNCE at that T
+  instead of the cosine (:attr:`Scale.us3l_overrides`).
 * ``dspnet-fig5`` -- DSPNet Fig. 5 (MobileNet v3, ImageNet, linear): the small desired networks
   of one DSPNet-BYOL pre-training beat the same shapes pre-trained individually with BYOL; the
   largest one is slightly behind. The figure's numbers are not in the text: only the signs.

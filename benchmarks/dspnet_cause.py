@@ -5,7 +5,7 @@
 1.2 kNN points below the same shape trained alone with BYOL (DSPNet Fig. 5: a minor gain), the
 other small DNs -1.6 / -1.9. Both arms use the same optimizer (SGD, lr 0.48 x 128/256, chosen
 for ONE network, ``Scale.byol_overrides``), but DSPNet sums K = 4 BYOL losses per step (Eq. 5),
-and every DN's loss reaches the weights the smallest DN uses. Three hypotheses:
+and every DN's loss reaches the weights the smallest DN uses. Four hypotheses:
 
 * **lr**: the shared weights take up to K times the step a network trained alone takes, i.e. a
   too-large rate for them. Then averaging the K losses (``recipe.loss_reduction=mean``: the
@@ -20,6 +20,9 @@ and every DN's loss reaches the weights the smallest DN uses. Three hypotheses:
   ``report`` judges each against its own baselines of that length, so the gap at 12, 24, 36 and
   48 epochs can be compared. (Measured: it shrank from 12 to 24 epochs and grew again at 36, one
   seed; BENCHMARKS.md, issue 17.)
+* **data**: 5,000 images are too few: the DNs, pulled towards the full-size target, stop
+  improving (on kNN) while the networks trained alone go on. Variant ``data10k`` trains both
+  arms on 10,000 images for the steps of ``mid36`` (18 epochs), so only the data differ.
 
 Four subcommands, all on the matrix's own runs:
 
@@ -72,7 +75,8 @@ from common import RESULTS_DIR, loadavg, machine_info, write_result  # noqa: E40
 import torch  # noqa: E402
 
 from slimssl.cli.reproduce import count_queries, prepare_data, read_rows, run_one  # noqa: E402
-from slimssl.eval.claims import KNN, LINEAR, SCALES, RunSpec, build_matrix, judge  # noqa: E402
+from slimssl.eval.claims import (  # noqa: E402
+    KNN, LINEAR, SCALES, RunSpec, Scale, build_matrix, judge)
 
 #: variant -> overrides on top of the matrix's DSPNet run
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -87,10 +91,18 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "short12": ("train.epochs=12",),
     "mid36": ("train.epochs=36",),
     "long48": ("train.epochs=48",),
+    # hypothesis (d), data: twice the images (1,000 per class, DATA_PER_CLASS) for 18 epochs, the
+    # 1,404 steps of mid36, so only the number of distinct images changes (the test set and its
+    # 2,000 queries are the same; the kNN memory bank is the run's own, larger, training set)
+    "data10k": ("train.epochs=18",),
 }
+#: variants trained (both arms) on another class-balanced subset: training images per class
+DATA_PER_CLASS: dict[str, int] = {"data10k": 1000}
 #: variants whose overrides go to BOTH arms: the DSPNet run and the individual BYOL networks
 #: (``train --arm individual``); ``report`` judges such a variant against its own baselines
-BOTH_ARMS = frozenset({"short12", "mid36", "long48"})
+BOTH_ARMS = frozenset({"short12", "mid36", "long48", *DATA_PER_CLASS})
+#: BOTH_ARMS variants that differ from the matrix in training length only (the scale plot)
+LENGTH_ONLY = BOTH_ARMS - DATA_PER_CLASS.keys()
 DSP = "dspnet_byol"
 
 
@@ -115,8 +127,16 @@ def baseline_specs(variant: str, seed: int) -> dict[str, RunSpec]:
 
 
 # ------------------------------------------------------------------------------------ train
-def train(args: argparse.Namespace) -> None:
+def variant_scale(variant: str) -> Scale:
+    """The ``cpu`` preset, on the variant's own training subset where it has one."""
     scale = SCALES["cpu"]
+    if variant in DATA_PER_CLASS:
+        return dataclasses.replace(scale, train_per_class=DATA_PER_CLASS[variant])
+    return scale
+
+
+def train(args: argparse.Namespace) -> None:
+    scale = variant_scale(args.variant)
     data = prepare_data(args.data, scale, Path(args.out))
     if args.arm == "dspnet":
         specs = [variant_spec(args.variant, args.seed)]
@@ -208,7 +228,7 @@ def plot_scale(judged: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     epochs = {"eq5_sum (matrix)": _epochs(matrix_spec(0))}
-    epochs |= {v: _epochs(variant_spec(v, 0)) for v in BOTH_ARMS if v in judged}
+    epochs |= {v: _epochs(variant_spec(v, 0)) for v in LENGTH_ONLY if v in judged}
     has_d = {n for n in epochs if any(r["verdict"][KNN].get("d") is not None
                                       for r in judged[n]["rows"])}
     order = sorted(has_d, key=epochs.get)

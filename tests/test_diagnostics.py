@@ -152,3 +152,23 @@ def test_tiny_run_logs_ratios_directions_and_diagnose_plots(tmp_path, capsys):
     assert "slow start ends at 1" in out and "||g_rest||/||g_wmin||" in out
     for name in ("grad_ratios", "grad_direction", "collapse"):
         assert (run / "diagnostics" / f"{name}.png").stat().st_size > 0
+
+
+def test_summary_columns_stay_apart_for_long_member_labels():
+    # DSPNet's members are "w1.00 d1-1-1-1" (14 characters): every column must still be
+    # separated and the values must sit under their member's label
+    from slimssl.cli.diagnose import format_summary
+
+    labels = ["w1.00 d1-1-1-1", "w0.50 d1-1-1-1"]
+    text = format_summary({"slow_start_epoch": None, "boundaries": [], "plots": [],
+                           "collapse": {labels[0]: 0.046, labels[1]: 0.038},
+                           "knn": {labels[0]: 71.9, labels[1]: 65.6},
+                           "knn_seconds": 1.0, "knn_overhead": 0.25})
+    lines = text.splitlines()
+    head = next(line for line in lines if line.startswith("per sub-network"))
+    knn = next(line for line in lines if "kNN top-1 (last)" in line)
+    assert "d1-1-1-1w" not in head and " w0.50 d1-1-1-1" in head
+    assert head.split()[-2:] == ["w0.50", "d1-1-1-1"]
+    # right-aligned: each value ends where its label ends
+    assert knn.index("71.9") + 4 == head.index(labels[0]) + len(labels[0])
+    assert knn.index("65.6") + 4 == head.index(labels[1]) + len(labels[1])

@@ -134,13 +134,14 @@ def format_summary(summary: dict) -> str:
                      "slow-start point")
     widths = sorted(set(summary.get("collapse", {})) | set(summary.get("knn", {})), reverse=True)
     if widths:
-        lines.append("per sub-network      " + "".join(f"{w:>9s}" for w in widths))
+        col = max(9, *(len(w) + 2 for w in widths))  # DSPNet labels: "w1.00 d1-1-1-1"
+        lines.append("per sub-network      " + "".join(f"{w:>{col}s}" for w in widths))
         if "collapse" in summary:
-            lines.append("  collapse std (last) " + "".join(
-                f"{_fmt(summary['collapse'].get(w), 3):>9s}" for w in widths))
+            lines.append("  collapse std (last)" + "".join(
+                f"{_fmt(summary['collapse'].get(w), 3):>{col}s}" for w in widths))
         if "knn" in summary:
-            lines.append("  kNN top-1 (last)    " + "".join(
-                f"{_fmt(summary['knn'].get(w), 1):>9s}" for w in widths))
+            lines.append("  kNN top-1 (last)   " + "".join(
+                f"{_fmt(summary['knn'].get(w), 1):>{col}s}" for w in widths))
             overhead = summary["knn_overhead"]
             lines.append(f"  kNN monitor: {_fmt(summary['knn_seconds'], 1)} s per check, "
                          f"{_fmt(None if overhead is None else 100 * overhead, 1)}% of the "

@@ -5,7 +5,7 @@
 1.2 kNN points below the same shape trained alone with BYOL (DSPNet Fig. 5: a minor gain), the
 other small DNs -1.6 / -1.9. Both arms use the same optimizer (SGD, lr 0.48 x 128/256, chosen
 for ONE network, ``Scale.byol_overrides``), but DSPNet sums K = 4 BYOL losses per step (Eq. 5),
-and every DN's loss reaches the weights the smallest DN uses. Four hypotheses:
+and every DN's loss reaches the weights the smallest DN uses. Five hypotheses:
 
 * **lr**: the shared weights take up to K times the step a network trained alone takes, i.e. a
   too-large rate for them. Then averaging the K losses (``recipe.loss_reduction=mean``: the
@@ -20,6 +20,12 @@ and every DN's loss reaches the weights the smallest DN uses. Four hypotheses:
   ``report`` judges each against its own baselines of that length, so the gap at 12, 24, 36 and
   48 epochs can be compared. (Measured: it shrank from 12 to 24 epochs and grew again at 36, one
   seed; BENCHMARKS.md, issue 17.)
+* **teacher**: every DN predicts the full-size EMA target (DSPNet Sec. 4.2, "the teacher of
+  all"), which at this scale is the WORST of the four shapes when each is trained alone (the
+  two-block ResNet-18 trails the one-block ones on every seed at 12, 24 and 36 epochs, by
+  2.3-6.4 kNN points on the means), while on ImageNet the largest DN is the best. Variant
+  ``d1111``: widths only, at one block per stage, so the target is the w1.0 one-block network,
+  the best shape trained alone.
 * **data**: 5,000 images are too few: the DNs, pulled towards the full-size target, stop
   improving (on kNN) while the networks trained alone go on. Variant ``data10k`` trains both
   arms on 10,000 images for the steps of ``mid36`` (18 epochs), so only the data differ.
@@ -91,6 +97,11 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "short12": ("train.epochs=12",),
     "mid36": ("train.epochs=36",),
     "long48": ("train.epochs=48",),
+    # hypothesis (e), teacher: the family without its deep members (widths [1, .75, .5] at one
+    # block per stage; K = 4 capped at these 3 DNs), so the EMA target every DN predicts is the
+    # w1.0 d1-1-1-1 network, the best of the shapes trained alone, instead of the two-block
+    # ResNet-18, the worst of them at 12, 24 and 36 epochs; the matrix's 24 epochs
+    "d1111": ("model.depths=[[1, 1, 1, 1]]",),
     # hypothesis (d), data: twice the images (1,000 per class, DATA_PER_CLASS) for 18 epochs, the
     # 1,404 steps of mid36, so only the number of distinct images changes (the test set and its
     # 2,000 queries are the same; the kNN memory bank is the run's own, larger, training set)

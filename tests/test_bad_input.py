@@ -123,6 +123,14 @@ def test_depth_config_that_does_not_fit_the_backbone(capsys, data, tmp_path):
     assert "does not fit this backbone" in err and "at most (1, 1, 1, 1) blocks" in err
 
 
+def test_depth_family_without_the_full_depth(capsys, data, tmp_path):
+    # the target would run second blocks that no member trains (found with a widths-only
+    # one-block DSPNet family built from resnet18)
+    err = pretrain_fails(capsys, data, tmp_path / "run", "model.arch=resnet18",
+                         "model.depths=[[1, 1, 1, 1], [2, 1, 2, 1]]")
+    assert "lack the full depth (2, 2, 2, 2)" in err and "resnet10_narrow" in err
+
+
 def test_output_directory_not_writable(capsys, data, tmp_path):
     (tmp_path / "file.txt").write_text("a file, not a folder")
     err = pretrain_fails(capsys, data, tmp_path / "file.txt" / "run")

@@ -53,6 +53,14 @@ class SlimmableModel(nn.Module):
                               if depth_choices else None)
         for depth in self.depth_choices or []:
             self._check_depth(depth)
+        if self.depth_choices and self.stage_depths not in self.depth_choices:
+            # the full member (the EMA target, "the teacher of all" in DSPNet) runs every block
+            raise ValueError(
+                f"depth choices {[tuple(d) for d in self.depth_choices]} lack the full depth "
+                f"{self.stage_depths}: the full member (a momentum target, a teacher) runs every "
+                "block, and blocks no member uses would never train; add "
+                f"{list(self.stage_depths)} to the choices, or take a backbone with fewer blocks "
+                "per stage (e.g. resnet10_narrow for one block per stage) and no depth choices")
         self._active_spec = self.full_spec
 
     @property

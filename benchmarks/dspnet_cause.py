@@ -269,12 +269,22 @@ def plot_scale(judged: dict, path: Path) -> None:
                 ax.plot([xs[-1]] * len(ours), [a - b for a, b in zip(ours, base)], ".",
                         color=f"C{i}", alpha=0.4)
         ax.errorbar(xs, ds, yerr=ses, fmt="o-", color=f"C{i}", capsize=3, label=row["member"])
+        for name in sorted(MEMBER_WIDTH_ONLY & judged.keys()):  # hypothesis (e): hollow
+            r = next((r for r in judged[name]["rows"] if r["member"] == row["member"]), None)
+            if r is not None and r["verdict"][KNN].get("d") is not None:
+                v = r["verdict"][KNN]
+                ax.errorbar([_epochs(variant_spec(name, 0)) + 1.2 + 0.3 * (i - 1.5)], [v["d"]],
+                            yerr=[v["se"] or 0.0], fmt="s", mfc="none", color=f"C{i}",
+                            capsize=3)
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks([epochs[n] for n in order])
     seeds = {n: len(judged[n]["rows"][0]["ours"][KNN]["values"]) for n in order}
     ax.set_xticklabels([f"{epochs[n]}\n(DSPNet seeds: {seeds[n]})" for n in order])
     ax.set_xlabel("epochs, both arms (5,000 CIFAR-10 images, --scale cpu)")
     ax.set_ylabel("kNN@200 d: DSPNet DN - trained alone (points)")
+    if MEMBER_WIDTH_ONLY & judged.keys():
+        ax.plot([], [], "s", mfc="none", color="0.3",
+                label="one-block family (d1111):\ntarget = the best shape")
     ax.set_title("dspnet-fig5 at cpu: the gap against training length", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

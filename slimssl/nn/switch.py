@@ -56,7 +56,7 @@ class SlimmableModel(nn.Module):
         if self.depth_choices and self.stage_depths not in self.depth_choices:
             # the full member (the EMA target, "the teacher of all" in DSPNet) runs every block
             raise ValueError(
-                f"depth choices {[tuple(d) for d in self.depth_choices]} lack the full depth "
+                f"depth choices {self.depth_choices} lack the full depth "
                 f"{self.stage_depths}: the full member (a momentum target, a teacher) runs every "
                 "block, and blocks no member uses would never train; add "
                 f"{list(self.stage_depths)} to the choices, or take a backbone with fewer blocks "

@@ -239,6 +239,18 @@ def _epochs(spec: RunSpec) -> int:
     return int([o for o in spec.overrides if o.startswith("train.epochs=")][-1].split("=")[1])
 
 
+#: variants drawn beside the length axis, hollow: (marker, legend)
+OFF_AXIS = {"d1111": ("s", "one-block family (d1111):\ntarget = the best shape"),
+            "data10k": ("D", "10,000 images, 18 epochs\n(data10k: the steps of 36)")}
+
+
+def _x(variant: str) -> float:
+    """Where a variant sits on the length axis: its steps, in epochs of the preset's subset
+    (data10k's 18 epochs of 10,000 images sit at 36, with mid36)."""
+    per_class = SCALES["cpu"].train_per_class
+    return _epochs(variant_spec(variant, 0)) * DATA_PER_CLASS.get(variant, per_class) / per_class
+
+
 def plot_scale(judged: dict, path: Path) -> None:
     """Hypothesis (c) as a picture: kNN d (DN minus the same shape trained alone for as long)
     against the epochs both arms trained, one line per DN; error bars +- SE over seeds, small
@@ -269,22 +281,22 @@ def plot_scale(judged: dict, path: Path) -> None:
                 ax.plot([xs[-1]] * len(ours), [a - b for a, b in zip(ours, base)], ".",
                         color=f"C{i}", alpha=0.4)
         ax.errorbar(xs, ds, yerr=ses, fmt="o-", color=f"C{i}", capsize=3, label=row["member"])
-        for name in sorted(MEMBER_WIDTH_ONLY & judged.keys()):  # hypothesis (e): hollow
-            r = next((r for r in judged[name]["rows"] if r["member"] == row["member"]), None)
+        for name, (marker, _) in OFF_AXIS.items():  # hypotheses (e), (d): hollow markers
+            r = next((r for r in judged.get(name, {"rows": []})["rows"]
+                      if r["member"] == row["member"]), None)
             if r is not None and r["verdict"][KNN].get("d") is not None:
                 v = r["verdict"][KNN]
-                ax.errorbar([_epochs(variant_spec(name, 0)) + 1.2 + 0.3 * (i - 1.5)], [v["d"]],
-                            yerr=[v["se"] or 0.0], fmt="s", mfc="none", color=f"C{i}",
-                            capsize=3)
+                ax.errorbar([_x(name) + 1.2 + 0.3 * (i - 1.5)], [v["d"]], yerr=[v["se"] or 0.0],
+                            fmt=marker, mfc="none", color=f"C{i}", capsize=3)
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks([epochs[n] for n in order])
     seeds = {n: len(judged[n]["rows"][0]["ours"][KNN]["values"]) for n in order}
     ax.set_xticklabels([f"{epochs[n]}\n(DSPNet seeds: {seeds[n]})" for n in order])
     ax.set_xlabel("epochs, both arms (5,000 CIFAR-10 images, --scale cpu)")
     ax.set_ylabel("kNN@200 d: DSPNet DN - trained alone (points)")
-    if MEMBER_WIDTH_ONLY & judged.keys():
-        ax.plot([], [], "s", mfc="none", color="0.3",
-                label="one-block family (d1111):\ntarget = the best shape")
+    for name, (marker, label) in OFF_AXIS.items():
+        if name in judged:
+            ax.plot([], [], marker, mfc="none", color="0.3", label=label)
     ax.set_title("dspnet-fig5 at cpu: the gap against training length", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

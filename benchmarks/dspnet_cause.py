@@ -22,7 +22,7 @@ and every DN's loss reaches the weights the smallest DN uses. Five hypotheses:
   seeds; BENCHMARKS.md, issue 17.)
 * **teacher**: every DN predicts the full-size EMA target (DSPNet Sec. 4.2, "the teacher of
   all"), which at this scale is the WORST of the four shapes when each is trained alone (the
-  two-block ResNet-18 trails the one-block ones on every seed (2) at 12, 24 and 36 epochs,
+  two-block ResNet-18 trails the one-block ones on both seeds at 12, 24 and 36 epochs,
   by 2.3-6.4 kNN points on the means), while on ImageNet the largest DN is the best. Variant
   ``d1111``: widths only, at one block per stage, so the target is the w1.0 one-block network,
   the best shape trained alone. (Measured, 2 seeds: the small DNs gain 2.0-2.8 kNN points over

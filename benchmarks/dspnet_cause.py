@@ -30,8 +30,8 @@ and every DN's loss reaches the weights the smallest DN uses. Five hypotheses:
 * **data**: 5,000 images are too few: the DNs, pulled towards the full-size target, stop
   improving (on kNN) while the networks trained alone go on. Variant ``data10k`` trains both
   arms on 10,000 images for the steps of ``mid36`` (18 epochs), so only the data differ.
-  (Measured, seed 0: the gap does not close, -5.6 / -6.9 / -1.9 kNN for w1.0 / w0.75 / w0.5
-  one-block DNs, against -3.1 / -4.4 / -4.1 on 5,000 images.)
+  (Measured, 2 seeds: the gap does not close, -6.0 / -6.8 / -3.5 kNN for w1.0 / w0.75 / w0.5
+  one-block DNs, against -4.1 / -4.5 / -4.7 on 5,000 images.)
 
 Four subcommands, all on the matrix's own runs:
 

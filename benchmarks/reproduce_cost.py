@@ -19,8 +19,14 @@ Usage::
 
     python benchmarks/reproduce_cost.py --scale cpu [--claims all] [--threads 1]
     python benchmarks/reproduce_cost.py --scale cpu --records benchmarks/results/claims_cpu_runs
+    python benchmarks/reproduce_cost.py --scale cpu --image-sizes 32,24,20 [--only LABELS]
 
 Writes ``benchmarks/results/reproduce_cost_<scale>.json``.
+
+``--image-sizes`` times every run's step (as above, CPU time) at each size, the order
+alternating from run to run, and writes ``reproduce_cost_<scale>_image_size.json``: what the
+matrix's training would cost at a lower resolution (issue 17: ``all`` at ``cpu`` is ~2x over
+its 3 h).
 
 ``--records DIR`` times nothing: it reads the run records of a finished matrix (``OUT/runs`` or
 their committed copies) and sums what the runs really took, per run of the current matrix:
@@ -35,6 +41,7 @@ of those runs onto J single-threaded workers. Writes ``reproduce_cost_<scale>_re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -79,6 +86,39 @@ def time_run(spec, points: int, steps: int) -> dict:
     return {"step_s": statistics.fmean(samples), "step_samples_s": [round(s, 3) for s in samples],
             "step_wall_s": [round(s, 3) for s in walls],
             "forward_s_per_image": fwd, "batch": trainer.cfg.data.batch_size, "epochs": epochs}
+
+
+def by_image_size(runs: dict, scale, sizes: list[int], args: argparse.Namespace) -> dict:
+    """Every run's step at each image size (``data.image_size`` overridden, nothing else), the
+    sizes in alternating order from run to run so that drift in the machine's speed falls on
+    all of them; the step only (training is ~95 % of a run at ``cpu``)."""
+    train_imgs = (10 * scale.train_per_class if scale.train_per_class else 50_000)
+    per_run, totals = {}, {px: 0.0 for px in sizes}
+    for i, ((label, _), spec) in enumerate(runs.items()):
+        row = {}
+        for px in (sizes if i % 2 == 0 else sizes[::-1]):
+            sized = dataclasses.replace(spec, overrides=(*spec.overrides,
+                                                         f"data.image_size={px}"))
+            t = time_run(sized, args.points, args.steps)
+            row[px] = {"step_s": t["step_s"], "step_samples_s": t["step_samples_s"],
+                       "train_s": (train_imgs // t["batch"]) * t["epochs"] * t["step_s"]}
+            totals[px] += row[px]["train_s"]
+        base = row[sizes[0]]["step_s"]
+        per_run[label] = {**{str(px): r for px, r in row.items()},
+                          "ratio": {str(px): row[px]["step_s"] / base for px in sizes},
+                          "loadavg": loadavg()}
+        print(f"{label:34s} " + "  ".join(f"{px} px {row[px]['step_s']:.3f} s "
+                                            f"({row[px]['step_s'] / base:.2f}x)"
+                                            for px in sizes), flush=True)
+    wall = {str(px): t * args.seeds / args.jobs for px, t in totals.items()}
+    for px in sizes:
+        print(f"{px} px: training of one seed {totals[px]:.0f} s of one core "
+              f"({totals[px] / totals[sizes[0]]:.2f}x); {args.seeds} seeds on {args.jobs} jobs: "
+              f"{wall[str(px)] / 3600:.2f} h")
+    return {"sizes": sizes, "points": args.points, "steps": args.steps, "runs": per_run,
+            "one_seed_train_core_s": {str(px): t for px, t in totals.items()},
+            "ratio": {str(px): totals[px] / totals[sizes[0]] for px in sizes},
+            "seeds": args.seeds, "jobs": args.jobs, "wall_s_estimate": wall}
 
 
 def from_records(records: Path, scale, claims: str, seeds: int, jobs: int) -> dict:
@@ -146,6 +186,8 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated run labels (default: every run)")
     ap.add_argument("--records", help="a finished matrix's run records: sum what they took "
                     "instead of timing steps")
+    ap.add_argument("--image-sizes", help="comma-separated sizes, e.g. 32,24,20: time every run "
+                    "at each (alternating order), to see what a lower resolution would save")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     scale = SCALES[args.scale]
@@ -155,12 +197,18 @@ def main() -> None:
                      {"machine": machine_info(args.threads), "scale": args.scale, **out})
         return
     _, runs = build_matrix(args.claims.split(","), scale, 1)
+    if args.only:
+        runs = {k: v for k, v in runs.items() if k[0] in args.only.split(",")}
+    if args.image_sizes:
+        sizes = [int(x) for x in args.image_sizes.split(",")]
+        write_result(f"reproduce_cost_{args.scale}_image_size",
+                     {"machine": machine_info(args.threads), "scale": args.scale,
+                      **by_image_size(runs, scale, sizes, args)})
+        return
     train_imgs = 10 * scale.train_per_class if scale.train_per_class else 50_000
     test_imgs = 10 * scale.test_per_class if scale.test_per_class else 10_000
     out, total = {}, 0.0
     for (label, _), spec in runs.items():
-        if args.only and label not in args.only.split(","):
-            continue
         load0 = loadavg()
         t = time_run(spec, args.points, args.steps)
         steps = (train_imgs // t["batch"]) * t["epochs"]

@@ -98,7 +98,9 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
 #: resolution instead: the matrix's OWN settings (its base-loss overrides, BYOL's 24 epochs)
 #: at 24 px (0.56x the pixels of 32 px) and 20 px (0.39x), on the five baselines nearest the
 #: gate at 32 px (claims_cpu.md: BYOL 1.0 d2222 +8.2, MoCo v2 0.75 / 0.25 +8.9, BYOL 0.75
-#: d1111 +8.9, SimCLR-momentum 1.0 +9.0 kNN points over random init, means of 2 seeds).
+#: d1111 +8.9, SimCLR-momentum 1.0 +9.0 kNN points over random init, means of 2 seeds). The
+#: 32 px rows are the matrix's runs again (same seed and settings), to time them beside the
+#: others on the same machine and load.
 MATRIX_SETTINGS: dict[str, tuple[str, ...]] = {
     FULL_BYOL: (*SHORT_RUN_BYOL, "train.epochs=24"),
     "individual_byol_w0.75_d1111": (*SHORT_RUN_BYOL, "train.epochs=24"),
@@ -108,7 +110,7 @@ MATRIX_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 VARIANTS.update({f"{label.removeprefix('individual_')} cpu preset at {px} px":
                  (label, (*settings, f"data.image_size={px}"))
-                 for px in (24, 20) for label, settings in MATRIX_SETTINGS.items()})
+                 for px in (32, 24, 20) for label, settings in MATRIX_SETTINGS.items()})
 
 
 def slug(name: str) -> str:

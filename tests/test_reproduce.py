@@ -100,6 +100,20 @@ def test_matrix_shares_identical_runs_and_names_are_stable():
         C.build_matrix(["slimclr-table2"], scale, 1)
 
 
+def test_cpu20_is_the_cpu_matrix_at_20_px():
+    """The <= 3 h candidate trains exactly the ``cpu`` runs, with only the image size changed
+    (so its runs live in their own directories and never reuse a 32 px run)."""
+    _, cpu = C.build_matrix(["all"], C.SCALES["cpu"], seeds=2)
+    _, px20 = C.build_matrix(["all"], C.SCALES["cpu20"], seeds=2)
+    assert cpu.keys() == px20.keys()
+    for key, spec in cpu.items():
+        other = px20[key]
+        assert other.config == spec.config
+        assert set(spec.overrides) ^ set(other.overrides) == {"data.image_size=32",
+                                                             "data.image_size=20"}
+        assert other.name != spec.name
+
+
 def test_base_loss_settings_of_a_scale_reach_both_arms_of_their_claim_only_and_us3l_its_own():
     scale = dataclasses.replace(C.SCALES["cpu"], simclr_overrides=("method.temperature=0.3",))
     _, runs = C.build_matrix(["all"], scale, seeds=1)

@@ -88,11 +88,11 @@ def time_run(spec, points: int, steps: int) -> dict:
             "forward_s_per_image": fwd, "batch": trainer.cfg.data.batch_size, "epochs": epochs}
 
 
-def by_image_size(runs: dict, scale, sizes: list[int], args: argparse.Namespace) -> dict:
+def by_image_size(runs: dict, train_imgs: int, sizes: list[int],
+                  args: argparse.Namespace) -> dict:
     """Every run's step at each image size (``data.image_size`` overridden, nothing else), the
     sizes in alternating order from run to run so that drift in the machine's speed falls on
     all of them; the step only (training is ~95 % of a run at ``cpu``)."""
-    train_imgs = (10 * scale.train_per_class if scale.train_per_class else 50_000)
     per_run, totals = {}, {px: 0.0 for px in sizes}
     for i, ((label, _), spec) in enumerate(runs.items()):
         row = {}
@@ -199,13 +199,13 @@ def main() -> None:
     _, runs = build_matrix(args.claims.split(","), scale, 1)
     if args.only:
         runs = {k: v for k, v in runs.items() if k[0] in args.only.split(",")}
+    train_imgs = 10 * scale.train_per_class if scale.train_per_class else 50_000
     if args.image_sizes:
         sizes = [int(x) for x in args.image_sizes.split(",")]
         write_result(f"reproduce_cost_{args.scale}_image_size",
                      {"machine": machine_info(args.threads), "scale": args.scale,
-                      **by_image_size(runs, scale, sizes, args)})
+                      **by_image_size(runs, train_imgs, sizes, args)})
         return
-    train_imgs = 10 * scale.train_per_class if scale.train_per_class else 50_000
     test_imgs = 10 * scale.test_per_class if scale.test_per_class else 10_000
     out, total = {}, 0.0
     for (label, _), spec in runs.items():

@@ -36,8 +36,7 @@ from common import RESULTS_DIR, loadavg, machine_info, write_result  # noqa: E40
 
 from slimssl.cli.reproduce import prepare_data, read_rows, run_one  # noqa: E402
 from slimssl.engine.logging import read_metrics  # noqa: E402
-from slimssl.eval.claims import (  # noqa: E402
-    KNN, RANDOM, SCALES, SHORT_RUN_BYOL, SHORT_RUN_SIMCLR, RunSpec, build_matrix)
+from slimssl.eval.claims import KNN, RANDOM, SCALES, RunSpec, build_matrix  # noqa: E402
 
 SGD = ("optim.name=sgd", "optim.weight_decay=5e-4")
 SGD_48 = (*SGD, "optim.lr=0.48")  # the best rate for the one-block network (rows below)
@@ -102,9 +101,9 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
 #: 32 px rows are the matrix's runs again (same seed and settings), to time them beside the
 #: others on the same machine and load.
 MATRIX_SETTINGS: dict[str, tuple[str, ...]] = {
-    FULL_BYOL: (*SHORT_RUN_BYOL, "train.epochs=24"),
-    "individual_byol_w0.75_d1111": (*SHORT_RUN_BYOL, "train.epochs=24"),
-    "individual_simclr_w1.00": SHORT_RUN_SIMCLR,
+    FULL_BYOL: SCALES["cpu"].byol_overrides,
+    "individual_byol_w0.75_d1111": SCALES["cpu"].byol_overrides,
+    "individual_simclr_w1.00": SCALES["cpu"].simclr_overrides,
     "individual_mocov2_w0.75": (),
     "individual_mocov2_w0.25": (),
 }

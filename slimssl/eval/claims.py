@@ -226,16 +226,14 @@ SCALES: dict[str, Scale] = {
 }
 
 # ``cpu`` at 20 px (0.39x the pixels; the images are decoded at 20 px, train and test alike):
-# the candidate for the issue's <= 3 h, NOT yet run as a matrix. Its training steps cost 0.50x
-# those at 32 px (benchmarks/reproduce_cost.py --image-sizes, every run of ``all``), so ~2.9 h
-# of wall from the 32 px matrix's measured 5.73 h; on seed 0 the five baselines nearest the gate
-# lost 0.3-0.9 kNN points at 20 px, within noise (benchmarks/reproduce_tune.py; BENCHMARKS.md,
-# "Would a lower resolution buy the missing 2x?"). Whether every baseline clears the gate on
-# 2 seeds is what running it will tell.
+# the candidate for the issue's <= 3 h. Its training steps cost 0.50x those at 32 px
+# (benchmarks/reproduce_cost.py --image-sizes, every run of ``all``). Its 2-seed matrix (22 of 32
+# runs so far, benchmarks/results/claims_cpu20_runs/) shows it misses the gate: SimCLR-momentum
+# 1.0 trained alone ends +7.5 kNN points over random init (BENCHMARKS.md, "The cpu20 matrix").
 SCALES["cpu20"] = replace(
     SCALES["cpu"], name="cpu20", image_size=20,
-    seconds=("all: ~2.9 h on 2 cores, --jobs 2 (estimate: 0.50x the cpu preset's step time; "
-             "not yet run)"))
+    seconds=("all: ~2.9 h on 2 cores, --jobs 2 (estimate: 0.50x the cpu preset's step time); "
+             "misses the 8-point gate (SimCLR-momentum 1.0 +7.5, 2 seeds)"))
 
 #: ``--scale paper``: the papers' own settings (documented; a cluster's job, not run by
 #: ``slimssl reproduce``). Columns as in :meth:`Scale.table_row`.

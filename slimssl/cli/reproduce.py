@@ -371,8 +371,8 @@ def add_parser(sub) -> None:
     p.add_argument("claim", choices=[*CLAIMS, "all"])
     p.add_argument("--scale", required=True, choices=[*SCALES, "paper"],
                    help="smoke: CI, seconds (digits); cpu: 2 cores, 5.7-6.8 h for all; "
-                        "cpu20: cpu at 20 px; gpu: one GPU, ~10 min for all; paper: the papers' "
-                        "settings (documented only)")
+                        "cpu20: cpu at 20 px, 4.1 h; gpu: one GPU, ~10 min for all; "
+                        "paper: the papers' settings (documented only)")
     p.add_argument("--data", help="dataset folder (cpu/gpu: CIFAR-10 ImageFolder with train/ and "
                                   "test/); smoke defaults to the built-in digits")
     p.add_argument("--seeds", type=int, help="seeds per run (default: the scale's)")

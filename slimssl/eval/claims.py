@@ -227,13 +227,15 @@ SCALES: dict[str, Scale] = {
 
 # ``cpu`` at 20 px (0.39x the pixels; the images are decoded at 20 px, train and test alike):
 # the candidate for the issue's <= 3 h. Its training steps cost 0.50x those at 32 px
-# (benchmarks/reproduce_cost.py --image-sizes, every run of ``all``). Its 2-seed matrix (22 of 32
-# runs so far, benchmarks/results/claims_cpu20_runs/) shows it misses the gate: SimCLR-momentum
-# 1.0 trained alone ends +7.5 kNN points over random init (BENCHMARKS.md, "The cpu20 matrix").
+# (benchmarks/reproduce_cost.py --image-sizes, every run of ``all``). Its whole 2-seed matrix
+# (benchmarks/results/claims_cpu20.md, records in claims_cpu20_runs/) took 29,692 s of one core,
+# 4.1 h with --jobs 2, and misses the gate: SimCLR-momentum 1.0 (+7.5), BYOL 1.0 d2-2-2-2 (+7.5)
+# and BYOL 0.75 d1-1-1-1 (+7.6) trained alone end under 8 kNN points over random init
+# (BENCHMARKS.md, "The cpu20 matrix"). Kept as a cheaper, measured option, not as ``cpu``.
 SCALES["cpu20"] = replace(
     SCALES["cpu"], name="cpu20", image_size=20,
-    seconds=("all: ~2.9 h on 2 cores, --jobs 2 (estimate: 0.50x the cpu preset's step time); "
-             "misses the 8-point gate (SimCLR-momentum 1.0 +7.5, 2 seeds)"))
+    seconds=("all: 4.1 h on 2 cores, --jobs 2 (measured: 29,692 s of one core); "
+             "misses the 8-point gate (3 baselines at +7.5 to +7.6, 2 seeds)"))
 
 #: ``--scale paper``: the papers' own settings (documented; a cluster's job, not run by
 #: ``slimssl reproduce``). Columns as in :meth:`Scale.table_row`.
